@@ -1,0 +1,43 @@
+"""Chat models behind one contract.
+
+`ChatModel` is the base class; `OpenAIChat` talks to any OpenAI-compatible server
+(OpenAI, vLLM, llama.cpp, Ollama); `LocalModel` starts the embedded llama.cpp server;
+`TransformersChat` runs a Hugging Face model in process. Heavy modules load on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from redline.llm._base import ChatModel, Completion, Message, Meter, Price, Tally, current_meter
+
+if TYPE_CHECKING:
+    from redline.llm.local import LocalModel
+    from redline.llm.openai import OpenAIChat
+    from redline.llm.transformers import TransformersChat
+
+__all__ = [
+    "ChatModel",
+    "Completion",
+    "LocalModel",
+    "Message",
+    "Meter",
+    "OpenAIChat",
+    "Price",
+    "Tally",
+    "TransformersChat",
+    "current_meter",
+]
+
+_LAZY = {
+    "OpenAIChat": "redline.llm.openai",
+    "LocalModel": "redline.llm.local",
+    "TransformersChat": "redline.llm.transformers",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'redline.llm' has no attribute {name!r}")
