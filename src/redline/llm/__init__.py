@@ -10,7 +10,17 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from redline.llm._base import ChatModel, Completion, Message, Meter, Price, Tally, current_meter
+from redline.llm._base import (
+    ChatModel,
+    Completion,
+    Message,
+    Meter,
+    Price,
+    Tally,
+    current_meter,
+    run_model,
+    using_run_model,
+)
 
 if TYPE_CHECKING:
     from redline.llm.local import LocalModel
@@ -28,6 +38,8 @@ __all__ = [
     "Tally",
     "TransformersChat",
     "current_meter",
+    "run_model",
+    "using_run_model",
 ]
 
 _LAZY = {

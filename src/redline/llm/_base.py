@@ -22,7 +22,17 @@ from pydantic import BaseModel, ConfigDict
 from redline.errors import BudgetExceeded
 from redline.types import Budget, Usage
 
-__all__ = ["ChatModel", "Completion", "Message", "Meter", "Price", "Tally", "current_meter"]
+__all__ = [
+    "ChatModel",
+    "Completion",
+    "Message",
+    "Meter",
+    "Price",
+    "Tally",
+    "current_meter",
+    "run_model",
+    "using_run_model",
+]
 
 
 class Message(TypedDict):
@@ -287,3 +297,26 @@ _tallies: contextvars.ContextVar[tuple[Tally, ...]] = contextvars.ContextVar(
 def current_meter() -> Meter | None:
     """The meter of the run this code runs in, or None outside a run."""
     return _meter.get()
+
+
+_run_model: contextvars.ContextVar[ChatModel | None] = contextvars.ContextVar(
+    "redline_run_model", default=None)
+
+
+def run_model() -> ChatModel | None:
+    """The chat model the current run generates with (None outside a run).
+
+    Critics built without a model of their own (``LLMJudge()``, the ``judge`` CLI critic)
+    use it, so one ``--model`` serves the whole run.
+    """
+    return _run_model.get()
+
+
+@contextmanager
+def using_run_model(model: ChatModel) -> Iterator[None]:
+    """Make `model` the run's model inside the block (and tasks it starts)."""
+    token = _run_model.set(model)
+    try:
+        yield
+    finally:
+        _run_model.reset(token)

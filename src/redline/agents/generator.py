@@ -1,0 +1,57 @@
+"""The generator: drafts candidates for a task."""
+
+from __future__ import annotations
+
+import asyncio
+
+from redline.agents._prompts import render
+from redline.errors import BudgetExceeded
+from redline.llm._base import ChatModel, Message
+from redline.types import Candidate, Task
+
+__all__ = ["Generator"]
+
+
+class Generator:
+    """Drafts `n` candidates for a task, concurrently.
+
+    Args:
+        model: the chat model.
+        temperature: sampling temperature (n > 1 needs > 0 to get different drafts).
+        max_tokens: each draft's token limit (clamped further by the run's budget).
+        seed: base seed; draft i uses ``seed + i``.
+    """
+
+    def __init__(self, model: ChatModel, *, temperature: float = 0.7, max_tokens: int = 1024,
+                 seed: int | None = None) -> None:
+        self.model = model
+        self.temperature = temperature
+        self.max_tokens = max_tokens
+        self.seed = seed
+
+    def messages(self, task: Task) -> list[Message]:
+        """The conversation that asks for a draft."""
+        return [{"role": "system", "content": task.system or render("generate_system")},
+                {"role": "user", "content": task.prompt}]
+
+    async def generate(self, task: Task, n: int = 1) -> list[Candidate]:
+        """Draft `n` candidates."""
+        messages = self.messages(task)
+
+        async def one(i: int) -> Candidate:
+            seed = None if self.seed is None else self.seed + i
+            completion = await self.model.complete(
+                messages, max_tokens=self.max_tokens, temperature=self.temperature, seed=seed)
+            return Candidate(text=completion.text.strip(), round=0, origin="draft",
+                             usage=completion.usage)
+
+        if n == 1:
+            return [await one(0)]
+        # Keep the drafts that fit the budget: a refused call does not waste the others.
+        outcomes = await asyncio.gather(*(one(i) for i in range(n)), return_exceptions=True)
+        drafts = [o for o in outcomes if isinstance(o, Candidate)]
+        errors = [o for o in outcomes if isinstance(o, BaseException)]
+        fatal = [e for e in errors if not isinstance(e, BudgetExceeded)]
+        if fatal or not drafts:
+            raise (fatal or errors)[0]
+        return drafts

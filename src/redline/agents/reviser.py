@@ -1,0 +1,79 @@
+"""The reviser: turns a candidate and its critiques into a better candidate."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Literal
+
+from redline.agents._edits import EditError, apply_edits
+from redline.agents._prompts import render
+from redline.errors import ConfigError
+from redline.llm._base import ChatModel, Message
+from redline.types import Candidate, ScoredCandidate, Task, Usage
+
+__all__ = ["ReviseMode", "Reviser"]
+
+log = logging.getLogger("redline.agents")
+
+ReviseMode = Literal["rewrite", "edit"]
+
+
+class Reviser:
+    """Revises a candidate using the critics' feedback.
+
+    In ``rewrite`` mode the model writes the whole answer again. In ``edit`` mode it
+    replies with search/replace blocks applied to the candidate, which saves output
+    tokens on long texts; when a block does not apply, the reviser asks for a rewrite.
+
+    Args:
+        model: the chat model.
+        mode: ``"rewrite"`` or ``"edit"``.
+        temperature: sampling temperature.
+        max_tokens: the revision's token limit (clamped further by the run's budget).
+    """
+
+    def __init__(self, model: ChatModel, *, mode: ReviseMode = "rewrite",
+                 temperature: float = 0.3, max_tokens: int = 1024) -> None:
+        if mode not in ("rewrite", "edit"):
+            raise ConfigError(f"revise mode must be 'rewrite' or 'edit', got {mode!r}")
+        self.model = model
+        self.mode = mode
+        self.temperature = temperature
+        self.max_tokens = max_tokens
+
+    def messages(self, task: Task, scored: ScoredCandidate, memory: Sequence[str],
+                 mode: ReviseMode) -> list[Message]:
+        """The conversation that asks for a revision."""
+        notes = ""
+        if memory:
+            notes = "\nLessons from earlier attempts:\n" + "\n".join(f"- {m}" for m in memory)
+        prompt = render(f"revise_{mode}", task=task.prompt, answer=scored.candidate.text,
+                        feedback=scored.feedback or "(no specific feedback: improve it)",
+                        memory=notes)
+        system = task.system or render("generate_system")
+        return [{"role": "system", "content": system}, {"role": "user", "content": prompt}]
+
+    async def revise(self, task: Task, scored: ScoredCandidate, *, round: int,
+                     memory: Sequence[str] = ()) -> Candidate:
+        """A revision of ``scored.candidate`` for round `round`."""
+        parent = scored.candidate
+        usage = Usage()
+        if self.mode == "edit":
+            completion = await self.model.complete(
+                self.messages(task, scored, memory, "edit"), max_tokens=self.max_tokens,
+                temperature=self.temperature)
+            usage = completion.usage
+            try:
+                text = apply_edits(parent.text, completion.text)
+            except EditError as exc:
+                log.info("edit did not apply (%s); asking for a rewrite", exc)
+            else:
+                return Candidate(text=text, round=round, origin="edit", parent=parent.id,
+                                 usage=usage)
+        completion = await self.model.complete(
+            self.messages(task, scored, memory, "rewrite"), max_tokens=self.max_tokens,
+            temperature=self.temperature)
+        return Candidate(text=completion.text.strip(), round=round,
+                         origin="rewrite" if self.mode == "rewrite" else "edit-fallback",
+                         parent=parent.id, usage=usage + completion.usage)

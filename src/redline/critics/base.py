@@ -1,0 +1,182 @@
+"""The critic contract: one method that scores a candidate and says why.
+
+A class implements `Critic.critique`; a plain function becomes a critic with `@critic`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from typing import Any, overload
+
+from redline._aio import gather_all
+from redline.errors import CriticError, RedlineError
+from redline.llm._base import Tally
+from redline.types import Candidate, Critique, Task, Usage
+
+__all__ = ["Critic", "FunctionCritic", "critic", "run_critic"]
+
+
+class Critic(ABC):
+    """Scores a candidate for a task and says what to change.
+
+    Attributes:
+        name: identifies the critic in traces, caches and panels.
+        gate: a hard check: when its critique says ``passed=False`` the panel's score
+            is capped at 0 and the threshold cannot be reached.
+        weight: its weight in the panel's mean of non-gate critics.
+        deterministic: the same input always gets the same critique (checked by
+            `redline.testing.check_critic`).
+    """
+
+    name: str = "critic"
+    gate: bool = False
+    weight: float = 1.0
+    deterministic: bool = False
+
+    @abstractmethod
+    async def critique(self, task: Task, candidate: Candidate) -> Critique:
+        """Judge one candidate.
+
+        Returns a `Critique` when the critic could judge, even harshly; raises a
+        `redline.errors.RedlineError` when it could not judge at all.
+        """
+
+    async def critique_many(self, task: Task, candidates: Sequence[Candidate]) -> list[Critique]:
+        """Judge several candidates; override to batch (reward models do)."""
+        return await gather_all(*(self.critique(task, c) for c in candidates))
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
+
+
+async def run_critic(critic: Critic, task: Task, candidates: Sequence[Candidate]) -> list[Critique]:
+    """Run a critic on candidates, checking what it returns and filling in its usage.
+
+    Exceptions that are not redline's are wrapped in `CriticError` naming the critic, so
+    a broken plugin is reported as such.
+    """
+    started = time.monotonic()
+    with Tally.scope() as tally:
+        try:
+            critiques = await critic.critique_many(task, candidates)
+        except RedlineError:
+            raise
+        except Exception as exc:
+            raise CriticError(f"critic {critic.name!r} failed: {type(exc).__name__}: {exc}",
+                              critic=critic.name) from exc
+    if len(critiques) != len(candidates):
+        raise CriticError(f"critic {critic.name!r} returned {len(critiques)} critiques for "
+                          f"{len(candidates)} candidates", critic=critic.name)
+    seconds = (time.monotonic() - started) / max(1, len(candidates))
+    share = 1 / max(1, len(candidates))
+    out = []
+    for c in critiques:
+        if not isinstance(c, Critique):
+            raise CriticError(f"critic {critic.name!r} returned {type(c).__name__}, "
+                              "not a Critique", critic=critic.name)
+        if c.usage == Usage():
+            u = tally.usage
+            c = c.model_copy(update={"usage": u.model_copy(update={
+                "input_tokens": round(u.input_tokens * share),
+                "output_tokens": round(u.output_tokens * share),
+                "llm_calls": round(u.llm_calls * share),
+                "cost_usd": u.cost_usd * share,
+                "seconds": seconds})})
+        out.append(c)
+    return out
+
+
+CriticFunction = Callable[..., Any]
+
+
+class FunctionCritic(Critic):
+    """A critic made from a function by `@critic`.
+
+    The function takes the candidate's text, or ``(task, candidate)``, may be sync or
+    async, and returns a score in [0, 1], a bool (pass/fail), a ``(score, feedback)``
+    pair or a `Critique`. A bool verdict's feedback on failure is the function's
+    docstring, so ``"The answer must cite a source."`` reads well to the reviser.
+    """
+
+    def __init__(self, fn: CriticFunction, *, name: str | None = None, gate: bool = False,
+                 weight: float = 1.0, deterministic: bool = True) -> None:
+        self.fn = fn
+        self.name = name or fn.__name__
+        self.gate = gate
+        self.weight = weight
+        self.deterministic = deterministic
+        self._wants_task = _positional_count(fn) >= 2
+        self._is_async = inspect.iscoroutinefunction(fn)
+        self.description = (inspect.getdoc(fn) or "").strip()
+
+    async def critique(self, task: Task, candidate: Candidate) -> Critique:
+        args = (task, candidate) if self._wants_task else (candidate.text,)
+        if self._is_async:
+            value = await self.fn(*args)
+        else:
+            value = self.fn(*args)
+            if inspect.isawaitable(value):
+                value = await value
+        return self._to_critique(value)
+
+    def _to_critique(self, value: Any) -> Critique:
+        if isinstance(value, Critique):
+            return value
+        if isinstance(value, bool):
+            feedback = "" if value else (self.description or f"the check {self.name!r} failed")
+            return Critique(critic=self.name, score=float(value), passed=value,
+                            feedback=feedback)
+        if isinstance(value, int | float):
+            return Critique(critic=self.name, score=self._checked(value))
+        if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], str):
+            return Critique(critic=self.name, score=self._checked(value[0]), feedback=value[1])
+        raise CriticError(
+            f"critic {self.name!r} returned {value!r}; return a float in [0, 1], a bool, "
+            "a (score, feedback) pair or a Critique", critic=self.name)
+
+    def _checked(self, score: Any) -> float:
+        if isinstance(score, bool) or not isinstance(score, int | float) or not 0 <= score <= 1:
+            raise CriticError(f"critic {self.name!r} returned score {score!r} outside [0, 1]",
+                              critic=self.name)
+        return float(score)
+
+
+def _positional_count(fn: Callable[..., Any]) -> int:
+    params = inspect.signature(fn).parameters.values()
+    return sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params)
+
+
+@overload
+def critic(fn: CriticFunction, /) -> FunctionCritic: ...
+@overload
+def critic(*, name: str | None = None, gate: bool = False, weight: float = 1.0,
+           deterministic: bool = True) -> Callable[[CriticFunction], FunctionCritic]: ...
+
+
+def critic(fn: CriticFunction | None = None, /, *, name: str | None = None, gate: bool = False,
+           weight: float = 1.0, deterministic: bool = True
+           ) -> FunctionCritic | Callable[[CriticFunction], FunctionCritic]:
+    """Turn a function into a `Critic`.
+
+    ```python
+    @critic(gate=True)
+    def mentions_paris(text: str) -> bool:
+        "The answer must mention Paris."
+        return "paris" in text.lower()
+    ```
+
+    Args:
+        fn: the function (when used bare as ``@critic``).
+        name: the critic's name; defaults to the function's.
+        gate: make it a hard check (see `Critic.gate`).
+        weight: its weight in a panel.
+        deterministic: declare that the same input gives the same verdict.
+    """
+    def wrap(f: CriticFunction) -> FunctionCritic:
+        return FunctionCritic(f, name=name, gate=gate, weight=weight, deterministic=deterministic)
+
+    return wrap(fn) if fn is not None else wrap
+

@@ -1,0 +1,307 @@
+"""`OpenAIChat`: any OpenAI-compatible chat server (OpenAI, vLLM, llama.cpp, Ollama).
+
+Transient failures (429, 408, 5xx, timeouts, refused connections) are retried here and
+nowhere else, with jittered exponential backoff or the server's ``Retry-After``; when
+they outlast the retries the call raises `LLMUnavailableError`. Other HTTP errors raise
+`LLMError` at once.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import openai
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    RetryError,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
+from redline.errors import ConfigError, LLMError, LLMResponseError, LLMUnavailableError
+from redline.llm._base import ChatModel, Completion, Message, Price
+from redline.types import Usage
+
+__all__ = ["OpenAIChat"]
+
+_log = logging.getLogger("redline.llm")
+
+_OPENAI_URL = "https://api.openai.com/v1"
+_PLACEHOLDER_KEY = "not-needed"
+"""Local servers (vLLM, llama.cpp) ignore the key, but the client insists on one."""
+
+
+class OpenAIChat(ChatModel):
+    """A chat model served over the OpenAI chat completions API.
+
+    Example:
+        >>> chat = OpenAIChat("qwen2.5-7b-instruct", base_url="http://127.0.0.1:8000/v1")
+
+    Args:
+        model: the model's name as the server knows it.
+        base_url: the API root, e.g. ``http://127.0.0.1:8000/v1``; defaults to
+            ``$OPENAI_BASE_URL``, then to OpenAI's own API.
+        api_key: defaults to ``$OPENAI_API_KEY``; may be omitted for a local server
+            (a placeholder is sent).
+        price: the model's price, to account ``cost_usd``; None when calls are free or
+            the price is unknown.
+        timeout: seconds allowed for one HTTP attempt.
+        max_attempts: attempts per call, the first included, before transient failures
+            raise `LLMUnavailableError`.
+        max_wait: the longest pause between attempts, in seconds (it also caps
+            ``Retry-After``).
+        client: an `openai.AsyncOpenAI` to use instead of building one (its own retries
+            are turned off); ``base_url``, ``api_key`` and ``timeout`` are then ignored
+            and `aclose` leaves it open.
+
+    Raises:
+        ConfigError: no API key and no base URL, a base URL that is not http(s), or a
+            non-positive ``timeout`` / ``max_attempts``.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        price: Price | None = None,
+        timeout: float = 120.0,
+        max_attempts: int = 5,
+        max_wait: float = 30.0,
+        client: openai.AsyncOpenAI | None = None,
+    ) -> None:
+        if not model:
+            raise ConfigError("OpenAIChat needs a model name, e.g. OpenAIChat('gpt-4o-mini')")
+        if max_attempts < 1:
+            raise ConfigError(f"max_attempts must be at least 1, got {max_attempts}")
+        if timeout <= 0 or max_wait < 0:
+            raise ConfigError(
+                f"timeout must be > 0 and max_wait >= 0, got timeout={timeout}, "
+                f"max_wait={max_wait}")
+        self.model = model
+        self.price = price
+        self.timeout = timeout
+        if client is not None:
+            self._owns_client = False
+            self._client = client if client.max_retries == 0 else client.with_options(
+                max_retries=0)
+            self.base_url = str(client.base_url).rstrip("/")
+        else:
+            self._owns_client = True
+            self.base_url, key = _resolve_endpoint(base_url, api_key)
+            self._client = openai.AsyncOpenAI(
+                base_url=self.base_url, api_key=key, timeout=timeout, max_retries=0)
+        # A template: each call runs a copy, since tenacity keeps per-run state on it.
+        self._retrying = AsyncRetrying(
+            retry=retry_if_exception(_is_transient),
+            stop=stop_after_attempt(max_attempts),
+            wait=_RetryAfterOr(wait_random_exponential(multiplier=0.5, max=max_wait),
+                               cap=max_wait),
+            before_sleep=self._log_retry,
+        )
+
+    def __repr__(self) -> str:
+        return f"OpenAIChat(model={self.model!r}, base_url={self.base_url!r})"
+
+    async def _complete(
+        self,
+        messages: Sequence[Message],
+        *,
+        max_tokens: int,
+        temperature: float,
+        stop: Sequence[str] | None,
+        seed: int | None,
+        response_format: dict[str, Any] | None,
+    ) -> Completion:
+        # Sampling parameters are always explicit: server defaults differ (vLLM reads
+        # generation_config.json), and a run must mean the same thing on every server.
+        params: dict[str, Any] = {
+            "model": self.model,
+            "messages": messages,
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+        }
+        if stop is not None:
+            params["stop"] = list(stop)
+        if seed is not None:
+            params["seed"] = seed
+        if response_format is not None:
+            params["response_format"] = response_format
+        try:
+            response = await self._retrying.copy()(self._create, params)
+        except RetryError as exc:
+            attempt = exc.last_attempt
+            last = attempt.exception()
+            raise LLMUnavailableError(
+                f"model {self.model!r} at {self.base_url} failed {attempt.attempt_number} "
+                f"times; last error: {_describe(last, self.timeout)}",
+                attempts=attempt.attempt_number,
+                last_status=last.status_code if isinstance(last, openai.APIStatusError)
+                else None,
+            ) from last
+        except openai.APIStatusError as exc:
+            raise LLMError(self._rejected(exc)) from exc
+        except openai.APIResponseValidationError as exc:
+            raise LLMResponseError(
+                f"model {self.model!r} at {self.base_url} sent a malformed response: "
+                f"{exc.message}") from exc
+        return self._completion(response, messages, max_tokens)
+
+    async def _create(self, params: dict[str, Any]) -> Any:
+        # A coroutine function of our own: tenacity awaits only what it sees as one, and
+        # the client's `create` hides behind a plain decorator.
+        return await self._client.chat.completions.create(**params)
+
+    def _completion(self, response: Any, messages: Sequence[Message],
+                    max_tokens: int) -> Completion:
+        if not response.choices:
+            raise LLMResponseError(
+                f"model {self.model!r} at {self.base_url} returned no choices")
+        choice = response.choices[0]
+        text = choice.message.content
+        if text is None:
+            refusal = getattr(choice.message, "refusal", None)
+            raise LLMResponseError(
+                f"model {self.model!r} at {self.base_url} returned no text "
+                f"(finish_reason={choice.finish_reason!r}"
+                + (f", refusal: {refusal}" if refusal else "") + ")")
+        usage = response.usage
+        if usage is None:
+            # Budgets need a number: over-estimate rather than under-count. A token is
+            # at least one UTF-8 byte, and the server cannot pass max_tokens.
+            _log.debug("model %r at %s reported no usage; estimating it",
+                       self.model, self.base_url)
+            tokens = Usage(input_tokens=self.estimate_input_tokens(messages),
+                           output_tokens=min(max_tokens, len(text.encode("utf-8"))))
+        else:
+            tokens = Usage(input_tokens=usage.prompt_tokens or 0,
+                           output_tokens=usage.completion_tokens or 0)
+        return Completion(text=text, usage=tokens, finish_reason=choice.finish_reason,
+                          model=response.model or self.model)
+
+    def _rejected(self, exc: openai.APIStatusError) -> str:
+        message = (f"model {self.model!r} at {self.base_url} rejected the request: "
+                   f"HTTP {exc.status_code}: {_server_message(exc)}")
+        if exc.status_code == 401:
+            message += " (check OPENAI_API_KEY or --api-key)"
+        elif exc.status_code == 404:
+            message += " (check the model name and that base_url ends in /v1)"
+        return message
+
+    def _log_retry(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        _log.warning(
+            "model %r at %s: attempt %d failed (%s); retrying in %.2f s",
+            self.model, self.base_url, state.attempt_number, _describe(exc, self.timeout),
+            state.upcoming_sleep)
+
+    async def aclose(self) -> None:
+        """Close the HTTP connections (not those of a client passed in)."""
+        if self._owns_client:
+            await self._client.close()
+
+
+def _resolve_endpoint(base_url: str | None, api_key: str | None) -> tuple[str, str]:
+    """Argument, then environment, then an error that says what to set."""
+    base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
+    api_key = api_key or os.environ.get("OPENAI_API_KEY") or None
+    if base_url is None and api_key is None:
+        raise ConfigError(
+            "OpenAIChat needs a server: pass base_url= (or set OPENAI_BASE_URL) for a "
+            "local OpenAI-compatible server, or api_key= (or set OPENAI_API_KEY) for "
+            "OpenAI's API")
+    if base_url is not None:
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigError(
+                f"base_url {base_url!r} is not an http(s) URL; expected something like "
+                "'http://127.0.0.1:8000/v1'")
+    return (base_url or _OPENAI_URL).rstrip("/"), api_key or _PLACEHOLDER_KEY
+
+
+def _is_transient(exc: BaseException) -> bool:
+    """Whether trying again may succeed: overload, server faults, the network."""
+    if isinstance(exc, openai.APIStatusError):
+        return exc.status_code in (408, 429) or exc.status_code >= 500
+    # APITimeoutError is an APIConnectionError.
+    return isinstance(exc, openai.APIConnectionError)
+
+
+class _RetryAfterOr:
+    """A tenacity wait: the server's ``Retry-After`` (capped) when sent, else ``fallback``."""
+
+    def __init__(self, fallback: Any, cap: float) -> None:
+        self.fallback = fallback
+        self.cap = cap
+
+    def __call__(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, openai.APIStatusError):
+            delay = _retry_after_seconds(exc.response.headers)
+            if delay is not None:
+                return min(delay, self.cap)
+        return float(self.fallback(state))
+
+
+def _retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    """Seconds asked by ``Retry-After-Ms`` or ``Retry-After`` (seconds or an HTTP date)."""
+    value = headers.get("retry-after-ms")
+    if value:
+        try:
+            return max(0.0, float(value) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def _describe(exc: BaseException | None, timeout: float) -> str:
+    """One line on a failed attempt, for logs and error messages."""
+    if isinstance(exc, openai.APIStatusError):
+        return f"HTTP {exc.status_code}: {_server_message(exc)}"
+    if isinstance(exc, openai.APITimeoutError):
+        return f"no answer within the {timeout:g} s timeout"
+    if isinstance(exc, openai.APIConnectionError):
+        # The useful line ("[Errno 111] Connect call failed") is at the bottom of a
+        # chain of wrappers (openai, httpx, httpcore).
+        root: BaseException = exc
+        for _ in range(8):
+            below = root.__cause__ or root.__context__
+            if below is None:
+                break
+            root = below
+        if root is exc:
+            return f"connection failed ({exc.message})"
+        return f"connection failed ({type(root).__name__}: {root})"
+    return repr(exc)
+
+
+def _server_message(exc: openai.APIStatusError) -> str:
+    """The server's own error message, without the client's wrapping."""
+    body = exc.body
+    if isinstance(body, Mapping) and body.get("message"):
+        return str(body["message"])
+    if isinstance(body, str) and body.strip():
+        return body.strip()[:500]
+    return exc.message

@@ -1,0 +1,241 @@
+"""The refine loop as a LangGraph graph.
+
+```
+START → generate → critique → decide ─┬→ finalize → END
+                      ↑               │
+                      └─── revise ←───┘
+```
+`build_refine_graph` closes over the loop's configuration and returns a compiled graph,
+usable alone or as a subgraph, with any checkpointer.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import ExitStack
+from typing import Any, Literal
+
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+
+from redline.agents.generator import Generator
+from redline.agents.reviser import ReviseMode, Reviser
+from redline.critics.base import Critic
+from redline.critics.judge import LLMJudge
+from redline.critics.panel import Panel
+from redline.errors import BudgetExceeded, ConfigError
+from redline.llm._base import ChatModel, Meter, Tally, using_run_model
+from redline.types import Budget, Candidate, RefineResult, Round, StopReason, Usage
+from redline.workflows._state import RefineState, Stop, best_of, scored_history
+
+__all__ = ["RefineConfig", "ReviseWhen", "build_refine_graph", "result_from_state"]
+
+ReviseWhen = Literal["always", "on_failure"]
+Update = dict[str, Any]
+
+
+class RefineConfig:
+    """The loop's configuration, validated once (see `build_refine_graph` for the fields)."""
+
+    def __init__(self, model: ChatModel, critics: Sequence[Critic | Callable[..., Any]] | Panel
+                 | None = None, *, threshold: float = 0.9, budget: Budget | None = None,
+                 n: int = 1, revise: ReviseMode = "rewrite", revise_when: ReviseWhen = "always",
+                 revise_from: Literal["best", "last"] = "best", patience: int = 2,
+                 generator: Generator | None = None, reviser: Reviser | None = None) -> None:
+        if not isinstance(model, ChatModel):
+            raise ConfigError(f"model must be a redline ChatModel, got {type(model).__name__}")
+        if not 0.0 <= threshold <= 1.0:
+            raise ConfigError(f"threshold {threshold} is outside [0, 1]")
+        if n < 1:
+            raise ConfigError(f"n must be at least 1, got {n}")
+        if patience < 1:
+            raise ConfigError(f"patience must be at least 1, got {patience}")
+        if revise_when not in ("always", "on_failure"):
+            raise ConfigError(f"revise_when must be 'always' or 'on_failure', got {revise_when!r}")
+        if revise_from not in ("best", "last"):
+            raise ConfigError(f"revise_from must be 'best' or 'last', got {revise_from!r}")
+        self.model = model
+        if isinstance(critics, Panel):
+            self.panel = critics
+        else:
+            self.panel = Panel(list(critics) if critics else [LLMJudge()])
+        self.threshold = threshold
+        self.budget = budget or Budget()
+        self.n = n
+        self.revise_when = revise_when
+        self.revise_from = revise_from
+        self.patience = patience
+        self.generator = generator or Generator(model, temperature=0.7 if n > 1 else 0.0)
+        self.reviser = reviser or Reviser(model, mode=revise)
+
+    @property
+    def recursion_limit(self) -> int:
+        """LangGraph's step limit, derived from the budget (which is the real limit)."""
+        return 3 * (self.budget.max_rounds + 1) + 10
+
+
+def build_refine_graph(model: ChatModel, critics: Sequence[Critic | Callable[..., Any]] | Panel
+                       | None = None, *, checkpointer: Any = None, name: str = "refine",
+                       **options: Any) -> CompiledStateGraph:
+    """Build the refine loop as a compiled LangGraph graph.
+
+    Invoke it with ``{"task": Task(...)}``; the final state's ``result`` is the
+    `RefineResult`. Pass ``config={"recursion_limit": cfg.recursion_limit}`` for long
+    budgets (`arefine` does this for you).
+
+    Args:
+        model: the chat model that drafts and revises (and judges, for judges without one).
+        critics: critics or functions, or a `Panel`; an `LLMJudge` when None.
+        checkpointer: any LangGraph checkpointer; the thread id is the task id.
+        name: the graph's name.
+        **options: `RefineConfig` fields: ``threshold`` (0.9), ``budget`` (`Budget()`),
+            ``n`` drafts (1), ``revise`` ("rewrite" | "edit"), ``revise_when``
+            ("always" | "on_failure"), ``revise_from`` ("best" | "last"), ``patience``
+            (2), ``generator``, ``reviser``.
+    """
+    cfg = options.pop("config", None) or RefineConfig(model, critics, **options)
+    return _graph(cfg).compile(checkpointer=checkpointer, name=name)
+
+
+def _graph(cfg: RefineConfig) -> StateGraph:
+    async def generate(state: RefineState) -> Update:
+        task = state["task"]
+        if task.draft is not None:
+            return {"pending": [Candidate(text=task.draft, origin="given")],
+                    "rounds": [Round(index=0)]}
+
+        async def make() -> list[Candidate]:
+            return await cfg.generator.generate(task, cfg.n)
+        return await _metered(cfg, state, make, lambda c: {
+            "pending": c or [], "rounds": [Round(index=0)]})
+
+    async def critique(state: RefineState) -> Update:
+        pending = state.get("pending") or []
+        if not pending:
+            return {}
+        rounds = state["rounds"]
+        current = rounds[-1]
+
+        async def score() -> Any:
+            return await cfg.panel.evaluate(state["task"], pending, state.get("cache"))
+
+        def update(done: Any) -> Update:
+            scored, fresh = done or ([], {})
+            made = sum((c.usage for c in pending), Usage())
+            spent = sum((k.usage for k in fresh.values()), Usage())
+            return {"pending": [], "cache": fresh,
+                    "rounds": [current.model_copy(update={
+                        "scored": [*current.scored, *scored], "usage": made + spent})]}
+        return await _metered(cfg, state, score, update)
+
+    async def decide(state: RefineState) -> Update:
+        return {"stop": state.get("stop") or _decide(cfg, state)}
+
+    def route(state: RefineState) -> Literal["revise", "finalize"]:
+        return "finalize" if state.get("stop") else "revise"
+
+    async def revise(state: RefineState) -> Update:
+        rounds = state["rounds"]
+        history = scored_history(rounds)
+        target = best_of(history) if cfg.revise_from == "best" else history[-1]
+        assert target is not None  # decide stops when nothing was scored
+        index = rounds[-1].index + 1
+
+        async def make() -> Candidate:
+            return await cfg.reviser.revise(state["task"], target, round=index,
+                                            memory=state.get("memory") or [])
+        return await _metered(cfg, state, make, lambda c: {
+            "pending": [c], "rounds": [Round(index=index)]} if c else {})
+
+    async def finalize(state: RefineState) -> Update:
+        return {"result": result_from_state(state, cfg.threshold)}
+
+    g = StateGraph(RefineState)
+    g.add_node("generate", generate)
+    g.add_node("critique", critique)
+    g.add_node("decide", decide)
+    g.add_node("revise", revise)
+    g.add_node("finalize", finalize)
+    g.add_edge(START, "generate")
+    g.add_edge("generate", "critique")
+    g.add_edge("critique", "decide")
+    g.add_conditional_edges("decide", route)
+    g.add_edge("revise", "critique")
+    g.add_edge("finalize", END)
+    return g
+
+
+async def _metered(cfg: RefineConfig, state: RefineState, work: Callable[[], Awaitable[Any]],
+                   update: Callable[[Any], Update]) -> Update:
+    """Run a node's work under the run's meter; a budget refusal becomes a stop."""
+    started = time.monotonic()
+    meter = Meter(cfg.budget, state.get("usage") or Usage(), state.get("elapsed") or 0.0)
+    stop = None
+    with ExitStack() as stack:
+        stack.enter_context(meter.active())
+        stack.enter_context(using_run_model(cfg.model))
+        tally = stack.enter_context(Tally.scope())
+        try:
+            meter.check_seconds()
+            out = update(await work())
+        except BudgetExceeded as exc:
+            out = update(None)
+            stop = Stop(reason=StopReason.budget, detail=str(exc), limit=exc.limit)  # type: ignore[arg-type]
+    out |= {"usage": tally.usage, "elapsed": time.monotonic() - started}
+    if stop:
+        out["stop"] = stop
+    return out
+
+
+def _decide(cfg: RefineConfig, state: RefineState) -> Stop | None:
+    rounds = state["rounds"]
+    history = scored_history(rounds)
+    best = best_of(history)
+    if best is None:
+        return Stop(reason=StopReason.error, detail="no candidate could be scored")
+    if best.score >= cfg.threshold and best.gates_passed:
+        return Stop(reason=StopReason.threshold,
+                    detail=f"score {best.score:.3f} >= threshold {cfg.threshold:g}")
+    target = best if cfg.revise_from == "best" else history[-1]
+    if cfg.revise_when == "on_failure" and not target.failed:
+        return Stop(reason=StopReason.verified,
+                    detail="no critic flagged a failure (revise_when='on_failure')")
+    revisions = rounds[-1].index
+    if revisions >= 1:
+        latest = rounds[-1].scored
+        earlier = {s.candidate.id: r.index for r in rounds[:-1] for s in r.scored}
+        repeats = [earlier[s.candidate.id] for s in latest if s.candidate.id in earlier]
+        if latest and len(repeats) == len(latest):
+            return Stop(reason=StopReason.converged,
+                        detail=f"the reviser returned the candidate of round {repeats[0]}")
+    if revisions >= cfg.patience:
+        before = best_of(scored_history(rounds[:-cfg.patience]))
+        after = best_of(scored_history(rounds[-cfg.patience:]))
+        if before and after and after.score <= before.score:
+            return Stop(reason=StopReason.converged,
+                        detail=f"no score gain in the last {cfg.patience} rounds")
+    if revisions >= cfg.budget.max_rounds:
+        return Stop(reason=StopReason.budget, limit="max_rounds",
+                    detail=f"max_rounds: {revisions} of {cfg.budget.max_rounds} revisions done")
+    try:
+        Meter(cfg.budget, state.get("usage") or Usage(), state.get("elapsed") or 0.0
+              ).check_seconds()
+    except BudgetExceeded as exc:
+        return Stop(reason=StopReason.budget, limit="max_seconds", detail=str(exc))
+    return None
+
+
+def result_from_state(state: RefineState, threshold: float) -> RefineResult:
+    """The `RefineResult` of a (finished or stopped) run's state."""
+    rounds = state.get("rounds") or []
+    history = scored_history(rounds)
+    stop = state.get("stop") or Stop(reason=StopReason.error, detail="the run did not finish")
+    usage = (state.get("usage") or Usage()).model_copy(
+        update={"seconds": state.get("elapsed") or 0.0})
+    return RefineResult(
+        task=state["task"], best=best_of(history), final=history[-1] if history else None,
+        rounds=rounds, stop_reason=stop.reason, stop_detail=stop.detail,
+        budget_limit=stop.limit, threshold=threshold, usage=usage,
+        memory=state.get("memory") or [],
+        error=stop.detail if stop.reason is StopReason.error else None)

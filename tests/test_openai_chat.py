@@ -1,0 +1,295 @@
+"""OpenAIChat against the loopback OpenAI-compatible server: replies, retries, budgets."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+
+import openai
+import pytest
+
+from redline._testing_server import Fail, OpenAICompatServer
+from redline.errors import (
+    BudgetExceeded,
+    ConfigError,
+    LLMError,
+    LLMResponseError,
+    LLMUnavailableError,
+)
+from redline.llm import Meter, Price
+from redline.llm.openai import OpenAIChat, _retry_after_seconds
+from redline.types import Budget
+
+MESSAGES = [
+    {"role": "system", "content": "You are terse."},
+    {"role": "user", "content": "Say hello please"},
+]
+
+
+def make_chat(server: OpenAICompatServer, **kwargs) -> OpenAIChat:
+    kwargs.setdefault("max_wait", 0.05)
+    return OpenAIChat(server.model, base_url=server.base_url, **kwargs)
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def completion_body(**overrides) -> dict:
+    body = {
+        "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": "test-model",
+        "choices": [{"index": 0, "finish_reason": "stop",
+                     "message": {"role": "assistant", "content": "hi"}}],
+    }
+    body.update(overrides)
+    return body
+
+
+async def test_plain_completion_reports_text_usage_and_cost():
+    with OpenAICompatServer(["hello there"]) as server:
+        async with make_chat(server, price=Price(input_per_mtok=2.0,
+                                                 output_per_mtok=8.0)) as chat:
+            completion = await chat.complete(MESSAGES, max_tokens=64, temperature=0.3)
+
+    assert completion.text == "hello there"
+    assert completion.finish_reason == "stop"
+    assert completion.model == "test-model"
+    # The server counts words: 3 + 3 prompt words, 2 reply words.
+    assert (completion.usage.input_tokens, completion.usage.output_tokens) == (6, 2)
+    assert completion.usage.llm_calls == 1
+    assert completion.usage.cost_usd == pytest.approx((6 * 2.0 + 2 * 8.0) / 1e6)
+    assert completion.usage.cost_usd == pytest.approx(0.000028)
+    [sent] = server.requests
+    assert sent["model"] == "test-model"
+    assert sent["messages"] == MESSAGES
+    assert sent["temperature"] == 0.3
+    assert sent["max_tokens"] == 64
+    assert not {"stop", "seed", "response_format"} & sent.keys()
+
+
+async def test_optional_parameters_are_sent_when_given():
+    with OpenAICompatServer(["{}"]) as server:
+        chat = make_chat(server)
+        await chat.complete(MESSAGES, stop=["\n\n"], seed=7,
+                            response_format={"type": "json_object"})
+        await chat.aclose()
+    [sent] = server.requests
+    assert sent["temperature"] == 0.0
+    assert sent["max_tokens"] == 1024
+    assert (sent["stop"], sent["seed"]) == (["\n\n"], 7)
+    assert sent["response_format"] == {"type": "json_object"}
+
+
+async def test_transient_failures_are_retried_until_success(caplog):
+    script = [Fail(429, headers={"Retry-After": "0"}), Fail(500), "finally"]
+    with OpenAICompatServer(script) as server, caplog.at_level(logging.WARNING, "redline.llm"):
+        chat = make_chat(server)
+        completion = await chat.complete(MESSAGES)
+        await chat.aclose()
+    assert completion.text == "finally"
+    assert completion.usage.llm_calls == 1
+    assert len(server.requests) == 3
+    retries = [r.getMessage() for r in caplog.records if r.name == "redline.llm"]
+    assert len(retries) == 2
+    assert "HTTP 429" in retries[0] and "HTTP 500" in retries[1]
+
+
+async def test_persistent_503_raises_unavailable_naming_the_model():
+    with OpenAICompatServer(handler=lambda request: Fail(503)) as server:
+        chat = make_chat(server, max_attempts=3)
+        with pytest.raises(LLMUnavailableError) as caught:
+            await chat.complete(MESSAGES)
+        await chat.aclose()
+    error = caught.value
+    assert (error.attempts, error.last_status) == (3, 503)
+    assert "'test-model'" in str(error)
+    assert server.base_url in str(error)
+    assert "failed 3 times" in str(error) and "HTTP 503" in str(error)
+    assert len(server.requests) == 3
+
+
+async def test_bad_request_is_not_retried():
+    body = {"error": {"message": "max_tokens is too large", "type": "invalid_request"}}
+    with OpenAICompatServer([Fail(400, body=body)]) as server:
+        chat = make_chat(server)
+        with pytest.raises(LLMError) as caught:
+            await chat.complete(MESSAGES)
+        await chat.aclose()
+    assert not isinstance(caught.value, LLMUnavailableError)
+    assert "HTTP 400" in str(caught.value)
+    assert "max_tokens is too large" in str(caught.value)
+    assert len(server.requests) == 1
+
+
+async def test_unauthorized_says_which_key_to_check():
+    with OpenAICompatServer([Fail(401)]) as server:
+        chat = make_chat(server)
+        with pytest.raises(LLMError, match="OPENAI_API_KEY"):
+            await chat.complete(MESSAGES)
+        await chat.aclose()
+    assert len(server.requests) == 1
+
+
+async def test_connection_refused_raises_unavailable_without_status():
+    chat = OpenAIChat("m", base_url=f"http://127.0.0.1:{closed_port()}/v1",
+                      max_attempts=2, max_wait=0.01)
+    with pytest.raises(LLMUnavailableError) as caught:
+        await chat.complete(MESSAGES)
+    await chat.aclose()
+    assert (caught.value.attempts, caught.value.last_status) == (2, None)
+    assert "connection failed" in str(caught.value)
+
+
+async def test_timeouts_are_retried_then_reported():
+    def slow(request):
+        time.sleep(0.3)
+        return "too late"
+
+    with OpenAICompatServer(handler=slow) as server:
+        chat = make_chat(server, timeout=0.05, max_attempts=2)
+        with pytest.raises(LLMUnavailableError) as caught:
+            await chat.complete(MESSAGES)
+        await chat.aclose()
+    assert (caught.value.attempts, caught.value.last_status) == (2, None)
+    assert "0.05 s timeout" in str(caught.value)
+
+
+async def test_retry_after_is_honoured():
+    script = [Fail(503, headers={"Retry-After": "0.3"}), "ok"]
+    with OpenAICompatServer(script) as server:
+        chat = make_chat(server, max_wait=5.0)
+        started = time.monotonic()
+        completion = await chat.complete(MESSAGES)
+        elapsed = time.monotonic() - started
+        await chat.aclose()
+    assert completion.text == "ok"
+    assert elapsed >= 0.3 - 0.02  # a lower bound: the client waited as asked
+
+
+async def test_retry_after_is_capped_by_max_wait():
+    script = [Fail(429, headers={"Retry-After": "60"}), "ok"]
+    with OpenAICompatServer(script) as server:
+        chat = make_chat(server, max_wait=0.05)
+        started = time.monotonic()
+        assert (await chat.complete(MESSAGES)).text == "ok"
+        assert time.monotonic() - started < 30  # did not sleep the 60 s asked
+        await chat.aclose()
+
+
+def test_retry_after_parses_seconds_milliseconds_and_dates():
+    assert _retry_after_seconds({"retry-after": "1.5"}) == 1.5
+    assert _retry_after_seconds({"retry-after-ms": "250", "retry-after": "9"}) == 0.25
+    assert _retry_after_seconds({"retry-after": "-3"}) == 0.0
+    assert _retry_after_seconds({"retry-after": "soon"}) is None
+    assert _retry_after_seconds({}) is None
+    in_ten = format_datetime(datetime.now(UTC) + timedelta(seconds=10), usegmt=True)
+    assert 8 <= _retry_after_seconds({"retry-after": in_ten}) <= 10
+    past = format_datetime(datetime.now(UTC) - timedelta(seconds=10), usegmt=True)
+    assert _retry_after_seconds({"retry-after": past}) == 0.0
+
+
+async def test_budget_clamps_max_tokens_sent():
+    with OpenAICompatServer() as server:
+        chat = make_chat(server)
+        with Meter(Budget(max_tokens=100)).active() as meter:
+            completion = await chat.complete(MESSAGES, max_tokens=1024)
+        await chat.aclose()
+    [sent] = server.requests
+    assert sent["max_tokens"] == 100 - chat.estimate_input_tokens(MESSAGES)
+    assert sent["max_tokens"] < 1024
+    assert meter.spent.total_tokens == completion.usage.total_tokens
+
+
+async def test_budget_refuses_a_call_past_max_llm_calls():
+    with OpenAICompatServer() as server:
+        chat = make_chat(server)
+        with Meter(Budget(max_llm_calls=1)).active():
+            await chat.complete(MESSAGES)
+            with pytest.raises(BudgetExceeded) as caught:
+                await chat.complete(MESSAGES)
+        await chat.aclose()
+    assert caught.value.limit == "max_llm_calls"
+    assert len(server.requests) == 1
+
+
+async def test_missing_usage_is_estimated_from_the_text():
+    with OpenAICompatServer([Fail(200, body=completion_body())]) as server:
+        chat = make_chat(server)
+        completion = await chat.complete(MESSAGES, max_tokens=64)
+        await chat.aclose()
+    assert completion.text == "hi"
+    assert completion.usage.input_tokens == chat.estimate_input_tokens(MESSAGES)
+    assert completion.usage.output_tokens == 2
+
+
+@pytest.mark.parametrize("body", [
+    completion_body(choices=[]),
+    completion_body(choices=[{"index": 0, "finish_reason": "stop",
+                              "message": {"role": "assistant", "content": None}}]),
+])
+async def test_unusable_answers_raise_response_error(body):
+    with OpenAICompatServer([Fail(200, body=body)]) as server:
+        chat = make_chat(server)
+        with pytest.raises(LLMResponseError, match="'test-model'"):
+            await chat.complete(MESSAGES)
+        await chat.aclose()
+
+
+def test_no_server_and_no_key_is_a_config_error(monkeypatch):
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with pytest.raises(ConfigError, match="OPENAI_BASE_URL") as caught:
+        OpenAIChat("m")
+    assert "OPENAI_API_KEY" in str(caught.value)
+
+
+@pytest.mark.parametrize("url", ["localhost:8000/v1", "ftp://127.0.0.1/v1", "http://"])
+def test_bad_base_url_is_a_config_error(url):
+    with pytest.raises(ConfigError, match="is not an http"):
+        OpenAIChat("m", base_url=url)
+
+
+async def test_base_url_from_environment_needs_no_key(monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with OpenAICompatServer(["from env"]) as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        async with OpenAIChat(server.model) as chat:
+            assert chat.base_url == server.base_url
+            assert (await chat.complete(MESSAGES)).text == "from env"
+
+
+def test_repr_shows_model_and_url_but_never_the_key():
+    chat = OpenAIChat("m", base_url="http://127.0.0.1:9/v1", api_key="sk-secret")
+    assert repr(chat) == "OpenAIChat(model='m', base_url='http://127.0.0.1:9/v1')"
+    assert "sk-secret" not in repr(chat)
+
+
+async def test_a_client_passed_in_gets_no_retries_of_its_own():
+    with OpenAICompatServer([Fail(500), Fail(500), "ok"]) as server:
+        client = openai.AsyncOpenAI(base_url=server.base_url, api_key="k", max_retries=3)
+        chat = OpenAIChat(server.model, client=client, max_attempts=2, max_wait=0.01)
+        with pytest.raises(LLMUnavailableError):
+            await chat.complete(MESSAGES)
+        await chat.aclose()
+        assert len(server.requests) == 2  # ours only, not 2 x 4
+        assert not client.is_closed()
+        await client.close()
+
+
+def test_server_lists_its_model_and_404s_unknown_paths():
+    import json
+    import urllib.error
+    import urllib.request
+
+    with OpenAICompatServer(model="tiny") as server:
+        with urllib.request.urlopen(f"{server.base_url}/models") as response:
+            assert [m["id"] for m in json.load(response)["data"]] == ["tiny"]
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(f"{server.url}/nowhere")
+        assert caught.value.code == 404
+        assert "error" in json.load(caught.value)
