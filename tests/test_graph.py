@@ -1,0 +1,83 @@
+"""The graph's shape, its use as a subgraph, and resuming from a checkpoint."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TypedDict
+
+import pytest
+from langgraph.graph import END, START, StateGraph
+
+import redline
+from redline import Task
+from redline.errors import LLMError
+from redline.testing import ScriptedChat
+from redline.workflows import build_refine_graph
+
+SNAPSHOT = Path(__file__).parent / "snapshots" / "refine_graph.mmd"
+
+
+def test_graph_shape_matches_the_snapshot() -> None:
+    graph = build_refine_graph(ScriptedChat([]), [lambda t: 1.0])
+    drawn = graph.get_graph().draw_mermaid()
+    if os.environ.get("REDLINE_UPDATE_SNAPSHOTS"):
+        SNAPSHOT.write_text(drawn)
+    assert drawn == SNAPSHOT.read_text(), "graph shape changed: rerun with REDLINE_UPDATE_SNAPSHOTS=1"
+    assert "decide -.-> finalize" in drawn and "decide -.-> revise" in drawn
+
+
+async def test_the_compiled_graph_works_as_a_subgraph() -> None:
+    class App(TypedDict, total=False):
+        question: str
+        answer: str
+        task: Task
+        result: redline.RefineResult
+
+    refine_graph = build_refine_graph(ScriptedChat(["draft", "final"]),
+                                      [lambda t: 1.0 if t == "final" else 0.3])
+    app = StateGraph(App)
+    app.add_node("ask", lambda s: {"task": Task(prompt=s["question"])})
+    app.add_node("refine", refine_graph)
+    app.add_node("answer", lambda s: {"answer": s["result"].text})
+    app.add_edge(START, "ask")
+    app.add_edge("ask", "refine")
+    app.add_edge("refine", "answer")
+    app.add_edge("answer", END)
+    out = await app.compile().ainvoke({"question": "Q?"})
+    assert out["answer"] == "final"
+    assert out["result"].stop_reason is redline.StopReason.threshold
+
+
+async def test_an_interrupted_run_resumes_without_repeating_round_one(tmp_path: Path) -> None:
+    sqlite = pytest.importorskip("langgraph.checkpoint.sqlite.aio")
+    scores = {"a": 0.2, "b": 0.5, "c": 1.0}
+    critics = [lambda text: scores[text]]
+    task = Task(prompt="Q", id="resume-me")
+    db = str(tmp_path / "checkpoints.sqlite")
+
+    crashing = ScriptedChat(["a", "b", LLMError("server went away")])
+    async with sqlite.AsyncSqliteSaver.from_conn_string(db) as saver:
+        with pytest.raises(LLMError, match="server went away"):
+            await redline.arefine(task, model=crashing, critics=critics, checkpointer=saver,
+                                  patience=5)
+    assert len(crashing.calls) == 3  # draft, revision 1, the failed revision 2
+
+    fresh = ScriptedChat(["c"])
+    async with sqlite.AsyncSqliteSaver.from_conn_string(db) as saver:
+        result = await redline.arefine(task, model=fresh, critics=critics, checkpointer=saver,
+                                       patience=5)
+    assert len(fresh.calls) == 1  # only round 2's revision
+    assert "b" in fresh.calls[0]["messages"][-1]["content"]
+    assert [(r.index, [s.candidate.text for s in r.scored]) for r in result.rounds] == [
+        (0, ["a"]), (1, ["b"]), (2, ["c"])]
+    assert result.stop_reason is redline.StopReason.threshold
+    # A node that raised wrote nothing to the checkpoint, so the failed call is not in
+    # the resumed total: draft, revision 1, revision 2.
+    assert result.usage.llm_calls == 3
+
+    # A finished run asked again returns its stored result without any call.
+    idle = ScriptedChat([])
+    async with sqlite.AsyncSqliteSaver.from_conn_string(db) as saver:
+        again = await redline.arefine(task, model=idle, critics=critics, checkpointer=saver)
+    assert again == result and idle.calls == []

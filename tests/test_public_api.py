@@ -1,0 +1,58 @@
+"""The curated public API, and the promise that `import redline` stays light."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import redline
+import redline.critics
+import redline.llm
+import redline.testing
+import redline.workflows
+
+# What README.md documents as `redline.*`. Changing the public API changes this list.
+DOCUMENTED = {
+    "Budget", "BudgetExceeded", "Candidate", "ChatModel", "ConfigError", "Critic",
+    "CriticError", "Critique", "FeedbackSourceError", "LLMError", "LLMJudge", "Panel",
+    "Progress", "RedlineError", "RefineResult", "Round", "ScoredCandidate", "StopReason",
+    "Task", "Usage", "__version__", "arefine", "build_refine_graph", "critic", "refine",
+}
+
+
+def test_all_is_the_documented_api() -> None:
+    assert set(redline.__all__) == DOCUMENTED
+    assert sorted(redline.__all__) == redline.__all__
+
+
+def test_every_exported_name_resolves_and_has_a_docstring() -> None:
+    for module in (redline, redline.llm, redline.critics, redline.workflows, redline.testing):
+        for name in module.__all__:
+            obj = getattr(module, name)
+            if name != "__version__" and callable(obj):
+                assert obj.__doc__, f"{module.__name__}.{name} has no docstring"
+
+
+def test_readme_mentions_every_public_name() -> None:
+    from pathlib import Path
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    missing = [n for n in DOCUMENTED - {"__version__"} if n not in readme]
+    assert not missing, f"README.md does not document {missing}"
+
+
+def test_import_redline_does_not_load_heavy_modules() -> None:
+    code = ("import sys, redline, redline.types, redline.errors; "
+            "print(' '.join(m for m in ('torch', 'transformers', 'langgraph', 'openai', "
+            "'llama_cpp') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == ""
+
+
+def test_the_loop_does_not_load_torch() -> None:
+    code = ("import sys, redline; from redline.testing import ScriptedChat; "
+            "redline.refine('Q', model=ScriptedChat(['a']), critics=[lambda t: 1.0]); "
+            "print('torch' in sys.modules, 'transformers' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "False False"
