@@ -15,7 +15,7 @@ from redline.errors import ConfigError, CriticError
 from redline.llm._base import ChatModel, Message, run_model
 from redline.types import Candidate, Critique, Task
 
-__all__ = ["LLMJudge"]
+__all__ = ["LLMJudge", "judge_critic"]
 
 log = logging.getLogger("redline.critics")
 
@@ -108,3 +108,16 @@ def _parse(text: str) -> tuple[tuple[float, str] | None, str]:
         return None, f'"score" is {mark:g}, outside 0 to 10'
     feedback = data.get("feedback", "")
     return (mark, feedback if isinstance(feedback, str) else json.dumps(feedback)), ""
+
+
+def judge_critic(arg: str | None) -> LLMJudge:
+    """LLM self-critique: the run's model grades each answer 0-10 against a rubric.
+
+    Argument: an optional rubric file (plain text). Without it, a general rubric
+    (correct, complete, responsive, clear) is used.
+
+    Examples:
+        --critic judge
+        --critic judge:rubric.txt
+    """
+    return LLMJudge.from_rubric_file(arg) if arg else LLMJudge()

@@ -21,6 +21,7 @@ from redline.llm._base import (
     run_model,
     using_run_model,
 )
+from redline.llm._resolve import resolve_model
 
 if TYPE_CHECKING:
     from redline.llm.local import LocalModel
@@ -38,6 +39,7 @@ __all__ = [
     "Tally",
     "TransformersChat",
     "current_meter",
+    "resolve_model",
     "run_model",
     "using_run_model",
 ]

@@ -1,0 +1,51 @@
+"""The ``redline`` command: thin over the library, errors become one line and an exit code.
+
+Exit codes: 0 the threshold was reached; 1 the run stopped below it (the result is
+still written); 2 a usage or configuration error (nothing written); 3 the run failed
+(a model or critic broke; nothing written).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from redline._version import __version__
+
+__all__ = ["EXIT_BELOW_THRESHOLD", "EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "cli", "main"]
+
+EXIT_OK = 0
+EXIT_BELOW_THRESHOLD = 1
+EXIT_USAGE = 2
+EXIT_FAILED = 3
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "-V", "--version", prog_name="redline")
+def cli() -> None:
+    """redline: check and fix an LLM's answer before it ships.
+
+    Drafts an answer, has critics score it and say why, revises it, and keeps the best
+    until the score reaches a threshold or a budget runs out.
+
+    \b
+    Examples:
+      redline refine "Explain TCP slow start in three sentences."
+      redline refine -f draft.md --task "Fix grammar; keep the meaning" -o fixed.md
+      echo "Write a haiku about rain" | redline refine --json
+      redline critics list
+    """
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Entry point of the ``redline`` script."""
+    return cli.main(args=argv, prog_name="redline")
+
+
+# The subcommands register themselves on `cli`.
+from redline.cli import _critics, _refine  # noqa: E402, F401
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

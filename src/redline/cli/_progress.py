@@ -1,0 +1,68 @@
+"""Live progress of a run on stderr, with rich; silent when stderr is not a terminal."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.status import Status
+
+from redline.workflows._run import Progress
+
+__all__ = ["ProgressPrinter", "make_console"]
+
+
+def make_console(*, quiet: bool) -> Console | None:
+    """A stderr console, or None when quiet or stderr is not a terminal."""
+    if quiet or not sys.stderr.isatty():
+        return None
+    return Console(stderr=True, highlight=False)
+
+
+class ProgressPrinter:
+    """Prints each round's scores and the stop reason; a spinner says what runs now.
+
+    Use as a context manager around the run and pass it as ``on_progress``.
+    """
+
+    def __init__(self, console: Console | None, *, threshold: float, model: str) -> None:
+        self.console = console
+        self.threshold = threshold
+        self.model = model
+        self._status: Status | None = None
+
+    def __enter__(self) -> ProgressPrinter:
+        if self.console is not None:
+            self._status = self.console.status(f"drafting with {self.model} …")
+            self._status.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._status is not None:
+            self._status.stop()
+
+    def __call__(self, event: Progress) -> None:
+        if self.console is None:
+            return
+        for scored in event.scored:
+            critics = "  ".join(f"{c.critic} {c.score:.2f}" for c in scored.critiques)
+            gate = "" if scored.gates_passed else "  [red]gate failed[/]"
+            self.console.print(
+                f"[bold]round {event.round}[/]  {critics}  → {scored.score:.2f}{gate}  "
+                f"[dim]best {event.best_score:.2f}/{self.threshold:g} · "
+                f"{event.usage.total_tokens} tok · {event.usage.llm_calls} calls[/]")
+        if event.stop_reason is not None and event.node == "finalize":
+            self.console.print(f"[bold]stopped:[/] {event.stop_reason.value} "
+                               f"[dim]({event.stop_detail})[/]")
+        elif self._status is not None:
+            self._status.update(_NEXT.get(event.node, "working …").format(
+                round=event.round, next=event.round + 1))
+
+
+_NEXT = {
+    "generate": "critiquing the draft …",
+    "revise": "critiquing revision {round} …",
+    "critique": "deciding …",
+    "decide": "revising (round {next}) …",
+}

@@ -1,0 +1,161 @@
+"""Critic plugins: discovery through the ``redline.critics`` entry-point group.
+
+Every critic the CLI knows by name, built-in or third-party, is an entry point in the
+group ``redline.critics`` whose object is a *factory*: a callable taking the argument
+string after ``NAME:`` in ``--critic NAME:ARG`` (or None) and returning a `Critic`::
+
+    [project.entry-points."redline.critics"]
+    readability = "redline_readability:make_critic"
+
+Discovery reads entry-point metadata only; a plugin's code is imported when its critic is
+built (or when ``redline critics list`` asks for descriptions). A plugin that fails to
+import is reported with a warning naming its package and never breaks other commands.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any
+
+from redline.critics.base import Critic
+from redline.errors import ConfigError, RedlineError
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "CriticFactory",
+    "CriticPlugin",
+    "PluginWarning",
+    "build_critic",
+    "discover",
+    "parse_spec",
+]
+
+ENTRY_POINT_GROUP = "redline.critics"
+
+log = logging.getLogger("redline.plugins")
+
+CriticFactory = Callable[[str | None], Critic]
+
+
+class PluginWarning(UserWarning):
+    """A plugin could not be loaded, or two plugins claim one name."""
+
+
+@dataclass(frozen=True)
+class CriticPlugin:
+    """A critic factory registered under a name by an installed package."""
+
+    name: str
+    """The name used in ``--critic NAME[:ARG]``."""
+    target: str
+    """The factory's import path, ``module:attribute``."""
+    package: str
+    """The distribution that registers it."""
+    version: str
+    """That distribution's version."""
+    entry_point: EntryPoint = field(repr=False, compare=False)
+
+    def load(self) -> CriticFactory:
+        """Import the factory.
+
+        Raises:
+            ConfigError: the plugin's code failed to import, naming its package.
+        """
+        try:
+            factory = self.entry_point.load()
+        except Exception as exc:  # a plugin's import can fail in any way
+            raise ConfigError(
+                f"critic plugin {self.name!r} from package {self.package} {self.version} "
+                f"failed to load ({self.target}): {type(exc).__name__}: {exc}") from exc
+        if not callable(factory):
+            raise ConfigError(f"critic plugin {self.name!r} from package {self.package}: "
+                              f"{self.target} is not callable")
+        return factory
+
+    def description(self) -> str:
+        """The first line of the factory's docstring (imports the plugin)."""
+        doc = (inspect.getdoc(self.load()) or "").strip()
+        return " ".join(doc.split("\n\n")[0].split())
+
+    def help(self) -> str:
+        """The factory's whole docstring: its argument and an example."""
+        return inspect.getdoc(self.load()) or "(no description)"
+
+
+def discover() -> tuple[dict[str, CriticPlugin], dict[str, list[CriticPlugin]]]:
+    """Every registered critic plugin, without importing any.
+
+    Returns:
+        The plugins by name, and the names that several packages claim (with all their
+        claimants); a claimed name is left out of the first mapping.
+    """
+    found: dict[str, list[CriticPlugin]] = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        dist = ep.dist
+        plugin = CriticPlugin(name=ep.name, target=ep.value,
+                              package=dist.metadata["Name"] if dist else "?",
+                              version=dist.version if dist else "?", entry_point=ep)
+        claimants = found.setdefault(ep.name, [])
+        if all(p.package != plugin.package for p in claimants):
+            claimants.append(plugin)
+    unique = {n: ps[0] for n, ps in found.items() if len(ps) == 1}
+    clashes = {n: ps for n, ps in found.items() if len(ps) > 1}
+    return unique, clashes
+
+
+def parse_spec(spec: str) -> tuple[str, str | None]:
+    """Split ``NAME[:ARG]`` at the first colon; ARG keeps any later colons and spaces.
+
+    Raises:
+        ConfigError: the name is empty.
+    """
+    name, sep, arg = spec.partition(":")
+    name = name.strip()
+    if not name:
+        raise ConfigError(f"critic spec {spec!r} has no name; write NAME or NAME:ARG")
+    return name, arg if sep else None
+
+
+def build_critic(spec: str) -> Critic:
+    """Build the critic a ``--critic`` spec names, through its plugin's factory.
+
+    Raises:
+        ConfigError: unknown name (listing the known ones), a name two packages claim
+            (naming both), a plugin that fails to load, or a bad argument.
+    """
+    name, arg = parse_spec(spec)
+    plugins, clashes = discover()
+    if name in clashes:
+        who = " and ".join(f"{p.package} {p.version} ({p.target})" for p in clashes[name])
+        raise ConfigError(f"critic name {name!r} is registered by two packages: {who}; "
+                          "uninstall one of them")
+    if name not in plugins:
+        known = ", ".join(sorted(plugins)) or "none installed"
+        raise ConfigError(f"unknown critic {name!r} (known: {known}); "
+                          "see `redline critics list`")
+    plugin = plugins[name]
+    factory = plugin.load()
+    try:
+        made: Any = factory(arg)
+    except RedlineError:
+        raise
+    except (TypeError, ValueError, OSError) as exc:
+        raise ConfigError(f"critic {name!r}: {exc}") from exc
+    if not isinstance(made, Critic):
+        raise ConfigError(f"critic plugin {name!r} from package {plugin.package} returned "
+                          f"{type(made).__name__}, not a redline Critic")
+    return made
+
+
+def warn_about_broken_plugins() -> None:
+    """Warn (once per plugin) about name clashes; used by commands that list plugins."""
+    _, clashes = discover()
+    for name, claimants in clashes.items():
+        who = " and ".join(p.package for p in claimants)
+        warnings.warn(f"critic name {name!r} is registered by several packages: {who}",
+                      PluginWarning, stacklevel=2)
