@@ -4,6 +4,8 @@
   offline and deterministically.
 - `OpenAICompatServer` / `Fail`: a real OpenAI-compatible HTTP server on loopback, for
   testing HTTP clients (retries, errors, usage) end to end.
+- `check_critic` / `acheck_critic`: the conformance check a critic plugin runs in its
+  own tests.
 """
 
 from __future__ import annotations
@@ -15,9 +17,18 @@ from typing import Any
 
 from redline.errors import LLMError
 from redline.llm._base import ChatModel, Completion, Message, Price
+from redline._conformance import CriticReport, acheck_critic, check_critic
 from redline.types import Usage
 
-__all__ = ["Fail", "OpenAICompatServer", "ScriptedChat", "words"]
+__all__ = [
+    "CriticReport",
+    "Fail",
+    "OpenAICompatServer",
+    "ScriptedChat",
+    "acheck_critic",
+    "check_critic",
+    "words",
+]
 
 Reply = str | BaseException | Callable[[list[Message]], str]
 

@@ -175,11 +175,14 @@ class LocalServer:
         model_path: the GGUF file; defaults to ``$REDLINE_MODEL_PATH``, then to the
             bundled SmolLM2-135M-Instruct.
         n_ctx: the context window in tokens (prompt and completion together).
-        n_threads: CPU threads for generation and prompt processing; defaults to the
-            CPUs this process may run on.
+        n_threads: CPU threads for generation and prompt processing. By default half
+            the CPUs this process may run on generate (as llama.cpp advises: a small
+            model's token step is too short to split further, and spinning threads
+            slow down a busy machine) and all of them process prompts.
         startup_timeout: seconds `start` waits for the server to answer.
         chat_format: a llama-cpp-python chat format (``"chatml"``, ...); by default the
-            chat template stored in the GGUF.
+            chat template stored in the GGUF (SmolLM2's ChatML with its default system
+            prompt), or llama-cpp-python's fallback for a GGUF without one.
 
     Attributes:
         model_path: the GGUF served.
@@ -209,7 +212,7 @@ class LocalServer:
         self.model_path = resolve_model_path(model_path)
         self.model = self.model_path.stem
         self.n_ctx = n_ctx
-        self.n_threads = n_threads or _usable_cpus()
+        self.n_threads = n_threads
         self.startup_timeout = startup_timeout
         self.chat_format = chat_format
         self._proc: subprocess.Popen[bytes] | None = None
@@ -253,13 +256,14 @@ class LocalServer:
         """The command line that starts the server on `port`."""
         args = [
             "--model", str(self.model_path),
-            "--model_alias", self.model,
+            "--model_alias", self.model_path.stem,
             "--host", "127.0.0.1",
             "--port", str(port),
             "--n_ctx", str(self.n_ctx),
-            "--n_threads", str(self.n_threads),
-            "--n_threads_batch", str(self.n_threads),
         ]
+        cpus = _usable_cpus()
+        args += ["--n_threads", str(self.n_threads or max(1, cpus // 2)),
+                 "--n_threads_batch", str(self.n_threads or cpus)]
         if self.chat_format is not None:
             args += ["--chat_format", self.chat_format]
         return [sys.executable, "-c", _LAUNCHER, *args]
@@ -500,7 +504,8 @@ class LocalModel(ChatModel):
             bundled SmolLM2-135M-Instruct.
         n_ctx: the context window in tokens.
         startup_timeout: seconds to wait for the server to answer when it starts.
-        n_threads: CPU threads; defaults to the CPUs this process may run on.
+        n_threads: CPU threads (see `LocalServer`); by default half the usable CPUs
+            generate and all of them process prompts.
 
     Attributes:
         server: the `LocalServer` this model owns.

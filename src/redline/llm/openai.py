@@ -53,7 +53,8 @@ class OpenAIChat(ChatModel):
             (a placeholder is sent).
         price: the model's price, to account ``cost_usd``; None when calls are free or
             the price is unknown.
-        timeout: seconds allowed for one HTTP attempt.
+        timeout: seconds allowed for one HTTP attempt (the ``timeout`` attribute; None
+            when a ``client`` with a structured timeout was passed in).
         max_attempts: attempts per call, the first included, before transient failures
             raise `LLMUnavailableError`.
         max_wait: the longest pause between attempts, in seconds (it also caps
@@ -89,17 +90,18 @@ class OpenAIChat(ChatModel):
                 f"max_wait={max_wait}")
         self.model = model
         self.price = price
-        self.timeout = timeout
         if client is not None:
             self._owns_client = False
             self._client = client if client.max_retries == 0 else client.with_options(
                 max_retries=0)
             self.base_url = str(client.base_url).rstrip("/")
+            self.timeout = client.timeout if isinstance(client.timeout, int | float) else None
         else:
             self._owns_client = True
             self.base_url, key = _resolve_endpoint(base_url, api_key)
             self._client = openai.AsyncOpenAI(
                 base_url=self.base_url, api_key=key, timeout=timeout, max_retries=0)
+            self.timeout = timeout
         # A template: each call runs a copy, since tenacity keeps per-run state on it.
         self._retrying = AsyncRetrying(
             retry=retry_if_exception(_is_transient),
@@ -139,15 +141,12 @@ class OpenAIChat(ChatModel):
         try:
             response = await self._retrying.copy()(self._create, params)
         except RetryError as exc:
-            attempt = exc.last_attempt
-            last = attempt.exception()
+            attempts, last = exc.last_attempt.attempt_number, exc.last_attempt.exception()
+            status = last.status_code if isinstance(last, openai.APIStatusError) else None
             raise LLMUnavailableError(
-                f"model {self.model!r} at {self.base_url} failed {attempt.attempt_number} "
-                f"times; last error: {_describe(last, self.timeout)}",
-                attempts=attempt.attempt_number,
-                last_status=last.status_code if isinstance(last, openai.APIStatusError)
-                else None,
-            ) from last
+                f"model {self.model!r} at {self.base_url} failed {attempts} times; "
+                f"last error: {_describe(last, self.timeout)}",
+                attempts=attempts, last_status=status) from last
         except openai.APIStatusError as exc:
             raise LLMError(self._rejected(exc)) from exc
         except openai.APIResponseValidationError as exc:
@@ -170,10 +169,9 @@ class OpenAIChat(ChatModel):
         text = choice.message.content
         if text is None:
             refusal = getattr(choice.message, "refusal", None)
+            why = f"refusal: {refusal}" if refusal else f"finish_reason={choice.finish_reason!r}"
             raise LLMResponseError(
-                f"model {self.model!r} at {self.base_url} returned no text "
-                f"(finish_reason={choice.finish_reason!r}"
-                + (f", refusal: {refusal}" if refusal else "") + ")")
+                f"model {self.model!r} at {self.base_url} returned no text ({why})")
         usage = response.usage
         if usage is None:
             # Budgets need a number: over-estimate rather than under-count. A token is
@@ -276,12 +274,12 @@ def _retry_after_seconds(headers: Mapping[str, str]) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
-def _describe(exc: BaseException | None, timeout: float) -> str:
+def _describe(exc: BaseException | None, timeout: float | None) -> str:
     """One line on a failed attempt, for logs and error messages."""
     if isinstance(exc, openai.APIStatusError):
         return f"HTTP {exc.status_code}: {_server_message(exc)}"
     if isinstance(exc, openai.APITimeoutError):
-        return f"no answer within the {timeout:g} s timeout"
+        return f"no answer within the {timeout:g} s timeout" if timeout else "timed out"
     if isinstance(exc, openai.APIConnectionError):
         # The useful line ("[Errno 111] Connect call failed") is at the bottom of a
         # chain of wrappers (openai, httpx, httpcore).
