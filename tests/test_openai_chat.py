@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import time
@@ -97,6 +98,23 @@ async def test_transient_failures_are_retried_until_success(caplog):
     retries = [r.getMessage() for r in caplog.records if r.name == "redline.llm"]
     assert len(retries) == 2
     assert "HTTP 429" in retries[0] and "HTTP 500" in retries[1]
+
+
+async def test_concurrent_calls_retry_independently():
+    seen: list[str] = []
+
+    def flaky(request):
+        # Every prompt fails on its first request and succeeds on its second.
+        prompt = request["messages"][-1]["content"]
+        seen.append(prompt)
+        return "ok " + prompt if seen.count(prompt) > 1 else Fail(503)
+
+    async with OpenAICompatServer(handler=flaky) as server, \
+            make_chat(server, max_attempts=2) as chat:
+        completions = await asyncio.gather(*(
+            chat.complete([{"role": "user", "content": str(i)}]) for i in range(8)))
+    assert [c.text for c in completions] == [f"ok {i}" for i in range(8)]
+    assert len(server.requests) == 16
 
 
 async def test_persistent_503_raises_unavailable_naming_the_model():
