@@ -175,3 +175,14 @@ def test_real_subprocess_exit_codes_stdin_and_json(server: OpenAICompatServer,
                          capture_output=True, text=True, env=env, timeout=60)
     assert bad.returncode == 2
     assert bad.stderr == "redline: error: threshold 2 is outside [0, 1]\n"
+
+
+def test_the_same_critic_twice_gets_numbered_names(tmp_path: Path) -> None:
+    rubric = tmp_path / "rubric.txt"
+    rubric.write_text("Be brief.")
+    with OpenAICompatServer(handler=grader({"first": 10}, ["first"])) as s:
+        out = run(["refine", "Q", "--base-url", s.base_url, "-c", "judge",
+                   "-c", f"judge:{rubric}", "--json"])
+    assert out.exit_code == 0, out.output
+    critiques = json.loads(out.stdout)["best"]["critiques"]
+    assert [c["critic"] for c in critiques] == ["judge", "judge-2"]

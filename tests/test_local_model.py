@@ -169,22 +169,23 @@ async def test_async_context_exit_kills_the_server_and_removes_its_log():
 
 
 def run_child(code: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], check=False,
+                          capture_output=True, text=True, timeout=120)
 
 
 def test_a_server_left_running_dies_with_the_interpreter_at_exit():
     child = run_child("""
         from redline.llm.local import LocalServer
         server = LocalServer().start()
-        print(server.pid, flush=True)
+        print(server.pid, server.log_path, flush=True)
         # exits without stop(): the atexit hook must stop the server
     """)
     assert child.returncode == 0, child.stderr
-    pid = int(child.stdout.split()[-1])
+    pid, log = child.stdout.split()
     # The hook waited for the server, so it is gone already (the watchdog would take
     # up to half a second).
-    assert not alive(pid)
+    assert not alive(int(pid))
+    assert not Path(log).exists()
 
 
 def test_a_server_dies_when_its_parent_is_killed_hard():
@@ -192,12 +193,13 @@ def test_a_server_dies_when_its_parent_is_killed_hard():
         import os, signal
         from redline.llm.local import LocalServer
         server = LocalServer().start()
-        print(server.pid, flush=True)
+        print(server.pid, server.log_path, flush=True)
         os.kill(os.getpid(), signal.SIGKILL)  # no atexit hook runs
     """)
     assert child.returncode == -9, child.stderr
-    pid = int(child.stdout.split()[-1])
-    assert wait_gone(pid, 10.0), f"server {pid} outlived its parent"
+    pid, log = child.stdout.split()
+    assert wait_gone(int(pid), 10.0), f"server {pid} outlived its parent"
+    assert not Path(log).exists()
 
 
 def test_a_file_that_is_not_a_model_fails_with_the_server_log(tmp_path: Path):
@@ -216,7 +218,7 @@ def test_a_file_that_is_not_a_model_fails_with_the_server_log(tmp_path: Path):
 
 def test_a_missing_model_path_is_a_config_error(tmp_path: Path):
     missing = tmp_path / "nope.gguf"
-    with pytest.raises(ConfigError, match="nope.gguf.*does not exist"):
+    with pytest.raises(ConfigError, match=r"nope\.gguf.*does not exist"):
         LocalServer(missing)
     with pytest.raises(ConfigError, match="not a file"):
         LocalModel(tmp_path)
@@ -233,7 +235,7 @@ def test_redline_model_path_is_used_when_no_path_is_given(
     assert LocalServer(default_model_path()).model_path == default_model_path()
 
     monkeypatch.setenv("REDLINE_MODEL_PATH", str(tmp_path / "gone.gguf"))
-    with pytest.raises(ConfigError, match="REDLINE_MODEL_PATH.*gone.gguf"):
+    with pytest.raises(ConfigError, match=r"REDLINE_MODEL_PATH.*gone\.gguf"):
         LocalModel()
 
 

@@ -144,8 +144,9 @@ def build_critic(spec: str) -> Critic:
         made: Any = factory(arg)
     except RedlineError:
         raise
-    except (TypeError, ValueError, OSError) as exc:
-        raise ConfigError(f"critic {name!r}: {exc}") from exc
+    except Exception as exc:  # a plugin's factory can fail in any way; name the plugin
+        raise ConfigError(f"critic {name!r} (package {plugin.package}): "
+                          f"{type(exc).__name__}: {exc}") from exc
     if not isinstance(made, Critic):
         raise ConfigError(f"critic plugin {name!r} from package {plugin.package} returned "
                           f"{type(made).__name__}, not a redline Critic")

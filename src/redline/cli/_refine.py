@@ -85,7 +85,7 @@ def refine_command(**opts: Any) -> None:
         budget = _budget(opts)
         from redline.plugins import build_critic
 
-        critics = [build_critic(s) for s in opts["critic_specs"] or ["judge"]]
+        critics = _distinct([build_critic(s) for s in opts["critic_specs"] or ["judge"]])
         result = asyncio.run(_run(task, critics, budget, opts, console))
     except _Fail as fail:
         _die(str(fail), fail.code)
@@ -192,6 +192,17 @@ def _budget(opts: dict[str, Any]) -> Budget:
         raise _Fail(f"--max-seconds must be positive, got {opts['max_seconds']:g}", EXIT_USAGE)
     return Budget(max_rounds=opts["max_rounds"], max_tokens=opts["max_tokens"],
                   max_seconds=opts["max_seconds"], max_llm_calls=opts["max_calls"])
+
+
+def _distinct(critics: list[Any]) -> list[Any]:
+    """Number repeated names (``-c readability:6 -c readability:10``): a panel needs
+    distinct names, and the command line has no other way to give one."""
+    seen: dict[str, int] = {}
+    for critic in critics:
+        count = seen[critic.name] = seen.get(critic.name, 0) + 1
+        if count > 1:
+            critic.name = f"{critic.name}-{count}"
+    return critics
 
 
 def _write_atomically(path: Path, text: str) -> None:

@@ -27,13 +27,12 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
 import urllib.request
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 from redline.errors import ConfigError, LLMError, MissingDependencyError
 from redline.llm._base import ChatModel, Completion, Message
@@ -41,11 +40,17 @@ from redline.llm._base import ChatModel, Completion, Message
 if TYPE_CHECKING:
     from redline.llm.openai import OpenAIChat
 
-__all__ = ["LocalModel", "LocalServer", "LocalServerError", "default_model_path"]
+__all__ = [
+    "LocalModel",
+    "LocalServer",
+    "LocalServerError",
+    "default_model_path",
+    "resolve_model_path",
+]
 
 _log = logging.getLogger("redline.llm")
 
-MODEL_PATH_ENV = "REDLINE_MODEL_PATH"
+_MODEL_PATH_ENV = "REDLINE_MODEL_PATH"
 """The environment variable that selects the GGUF when no path is passed."""
 
 _DEFAULT_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -67,12 +72,17 @@ _LAUNCHER = """\
 import os, runpy, signal, sys, threading, time
 from llama_cpp.server.settings import Settings
 parent = int(os.environ.pop("REDLINE_PARENT_PID"))
+log = os.environ.pop("REDLINE_SERVER_LOG")
 for name in list(os.environ):
     if name.lower() in Settings.model_fields or name.lower() == "config_file":
         del os.environ[name]
 def watch():
     while os.getppid() == parent:
         time.sleep(0.5)
+    try:
+        os.unlink(log)
+    except OSError:
+        pass
     os.killpg(os.getpgrp(), signal.SIGKILL)
 threading.Thread(target=watch, name="redline-parent-watchdog", daemon=True).start()
 runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
@@ -119,8 +129,8 @@ def resolve_model_path(model_path: str | os.PathLike[str] | None = None) -> Path
     """
     if model_path is not None and str(model_path):
         path, source = Path(model_path).expanduser(), "model_path"
-    elif os.environ.get(MODEL_PATH_ENV):
-        path, source = Path(os.environ[MODEL_PATH_ENV]).expanduser(), f"${MODEL_PATH_ENV}"
+    elif os.environ.get(_MODEL_PATH_ENV):
+        path, source = Path(os.environ[_MODEL_PATH_ENV]).expanduser(), f"${_MODEL_PATH_ENV}"
     else:
         return default_model_path()
     if not path.exists():
@@ -133,7 +143,7 @@ def resolve_model_path(model_path: str | os.PathLike[str] | None = None) -> Path
 # Servers still running, by pid, with the pid of the process that started them: the exit
 # hook stops them. Processes rather than `LocalServer` objects, so that a server keeps
 # running while only a client made by `chat()` is still referenced.
-_children: dict[int, tuple[int, subprocess.Popen[bytes]]] = {}
+_children: dict[int, tuple[int, subprocess.Popen[bytes], Path]] = {}
 _children_lock = threading.Lock()
 
 
@@ -141,8 +151,9 @@ _children_lock = threading.Lock()
 def _stop_all_children() -> None:
     with _children_lock:
         # A forked child that exits normally must not kill its parent's servers.
-        procs = [p for owner, p in _children.values() if owner == os.getpid()]
+        mine = [(p, log) for owner, p, log in _children.values() if owner == os.getpid()]
         _children.clear()
+    procs = [p for p, _ in mine]
     for proc in procs:
         _signal_group(proc, signal.SIGTERM)
     deadline = time.monotonic() + _EXIT_GRACE
@@ -153,6 +164,9 @@ def _stop_all_children() -> None:
             _signal_group(proc, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(1.0)
+    for _, log in mine:
+        with contextlib.suppress(OSError):
+            log.unlink()
 
 
 def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
@@ -176,9 +190,9 @@ class LocalServer:
             bundled SmolLM2-135M-Instruct.
         n_ctx: the context window in tokens (prompt and completion together).
         n_threads: CPU threads for generation and prompt processing. By default half
-            the CPUs this process may run on generate (as llama.cpp advises: a small
-            model's token step is too short to split further, and spinning threads
-            slow down a busy machine) and all of them process prompts.
+            the CPUs this process may run on generate (llama-cpp-python's own default:
+            a small model's token step gains nothing from more threads, and spinning
+            threads slow a busy machine down) and all of them process prompts.
         startup_timeout: seconds `start` waits for the server to answer.
         chat_format: a llama-cpp-python chat format (``"chatml"``, ...); by default the
             chat template stored in the GGUF (SmolLM2's ChatML with its default system
@@ -268,7 +282,7 @@ class LocalServer:
             args += ["--chat_format", self.chat_format]
         return [sys.executable, "-c", _LAUNCHER, *args]
 
-    def start(self) -> LocalServer:
+    def start(self) -> Self:
         """Start the server and wait until it answers; do nothing if it is running.
 
         Returns:
@@ -327,13 +341,13 @@ class LocalServer:
         return OpenAIChat(self.model, base_url=self.base_url, api_key="redline-local",
                           timeout=timeout, max_attempts=max_attempts, max_wait=max_wait)
 
-    def __enter__(self) -> LocalServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
-    async def __aenter__(self) -> LocalServer:
+    async def __aenter__(self) -> Self:
         return await asyncio.to_thread(self.start)
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -342,7 +356,8 @@ class LocalServer:
     def _spawn(self, port: int) -> None:
         fd, log_name = tempfile.mkstemp(prefix="redline-llama-server-", suffix=".log")
         self._log_path, self._port = Path(log_name), port
-        env = {**os.environ, "REDLINE_PARENT_PID": str(os.getpid())}
+        env = {**os.environ, "REDLINE_PARENT_PID": str(os.getpid()),
+               "REDLINE_SERVER_LOG": log_name}
         with os.fdopen(fd, "wb") as log:
             # A session of its own: stop() kills the whole tree, and a Ctrl-C in the
             # terminal reaches the parent only (which then stops the server itself).
@@ -350,7 +365,7 @@ class LocalServer:
                 self.command(port), stdin=subprocess.DEVNULL, stdout=log,
                 stderr=subprocess.STDOUT, env=env, start_new_session=True)
         with _children_lock:
-            _children[self._proc.pid] = (os.getpid(), self._proc)
+            _children[self._proc.pid] = (os.getpid(), self._proc, Path(log_name))
         _log.debug("started llama.cpp server %d: %s (log: %s)", self._proc.pid,
                    " ".join(self.command(port)[3:]), log_name)
 
@@ -495,7 +510,7 @@ class LocalModel(ChatModel):
     is started again on the next call; after `aclose` / `close`, too.
 
     Example:
-        >>> model = LocalModel()              # SmolLM2-135M-Instruct, nothing started
+        >>> model = LocalModel()              # doctest: +SKIP
         >>> result = redline.refine("Name three primes.", model=model)  # doctest: +SKIP
         >>> model.close()                     # doctest: +SKIP
 
@@ -533,7 +548,7 @@ class LocalModel(ChatModel):
     def __repr__(self) -> str:
         return f"LocalModel({str(self.server.model_path)!r})"
 
-    def start(self) -> LocalModel:
+    def start(self) -> Self:
         """Start the server now rather than on the first call (blocks until it answers).
 
         Raises:
@@ -557,7 +572,7 @@ class LocalModel(ChatModel):
         await asyncio.to_thread(self.server.stop)
         self._loops.clear()
 
-    def __enter__(self) -> LocalModel:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
