@@ -311,3 +311,14 @@ def test_server_lists_its_model_and_404s_unknown_paths():
             urllib.request.urlopen(f"{server.url}/nowhere")
         assert caught.value.code == 404
         assert "error" in json.load(caught.value)
+
+
+def test_one_model_serves_consecutive_refine_calls() -> None:
+    """Each `refine()` runs a new event loop; the model must not keep a dead loop's client."""
+    import redline
+
+    with OpenAICompatServer(handler=lambda r: "ok") as server:
+        chat = OpenAIChat(server.model, base_url=server.base_url)
+        first = redline.refine("Q", model=chat, critics=[lambda t: 1.0])
+        second = redline.refine("Q", model=chat, critics=[lambda t: 1.0])
+    assert first.text == second.text == "ok"

@@ -119,6 +119,9 @@ async def _run(task: Task, critics: list[Any], budget: Budget, opts: dict[str, A
                           model_path=opts["model_path"])
     printer = ProgressPrinter(console, threshold=opts["threshold"], model=model.model)
     try:
+        start = getattr(model, "start", None)
+        if callable(start):  # the embedded server: start it before the run's clock starts
+            await asyncio.to_thread(start)
         with printer:
             return await arefine(
                 task, model=model, critics=critics, threshold=opts["threshold"],

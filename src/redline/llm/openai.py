@@ -8,6 +8,7 @@ they outlast the retries the call raises `LLMUnavailableError`. Other HTTP error
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import logging
 import os
@@ -98,10 +99,10 @@ class OpenAIChat(ChatModel):
             self.timeout = client.timeout if isinstance(client.timeout, int | float) else None
         else:
             self._owns_client = True
-            self.base_url, key = _resolve_endpoint(base_url, api_key)
-            self._client = openai.AsyncOpenAI(
-                base_url=self.base_url, api_key=key, timeout=timeout, max_retries=0)
+            self.base_url, self._key = _resolve_endpoint(base_url, api_key)
             self.timeout = timeout
+            self._client = self._new_client()
+        self._client_loop: asyncio.AbstractEventLoop | None = None
         # A template: each call runs a copy, since tenacity keeps per-run state on it.
         self._retrying = AsyncRetrying(
             retry=retry_if_exception(_is_transient),
@@ -158,7 +159,21 @@ class OpenAIChat(ChatModel):
     async def _create(self, params: dict[str, Any]) -> Any:
         # A coroutine function of our own: tenacity awaits only what it sees as one, and
         # the client's `create` hides behind a plain decorator.
-        return await self._client.chat.completions.create(**params)
+        return await self._loop_client().chat.completions.create(**params)
+
+    def _new_client(self) -> openai.AsyncOpenAI:
+        return openai.AsyncOpenAI(base_url=self.base_url, api_key=self._key,
+                                  timeout=self.timeout, max_retries=0)
+
+    def _loop_client(self) -> openai.AsyncOpenAI:
+        """The client for the running event loop: its connections belong to one loop, and
+        each `refine()` call runs a new loop, so an owned client is rebuilt per loop."""
+        loop = asyncio.get_running_loop()
+        if self._owns_client and self._client_loop is not loop:
+            if self._client_loop is not None:
+                self._client = self._new_client()
+            self._client_loop = loop
+        return self._client
 
     def _completion(self, response: Any, messages: Sequence[Message],
                     max_tokens: int) -> Completion:
