@@ -186,3 +186,26 @@ def test_the_same_critic_twice_gets_numbered_names(tmp_path: Path) -> None:
     assert out.exit_code == 0, out.output
     critiques = json.loads(out.stdout)["best"]["critiques"]
     assert [c["critic"] for c in critiques] == ["judge", "judge-2"]
+
+
+def test_progress_lines_on_a_terminal(server: OpenAICompatServer) -> None:
+    """The progress printer, given a terminal console, reports scores and the stop."""
+    import io
+
+    from rich.console import Console
+
+    import redline
+    from redline.cli._progress import ProgressPrinter
+    from redline.llm import OpenAIChat
+
+    buffer = io.StringIO()
+    console = Console(file=buffer, force_terminal=False, width=200)
+    printer = ProgressPrinter(console, threshold=0.9, model="m")
+    with printer:
+        redline.refine("Say something", model=OpenAIChat("m", base_url=server.base_url),
+                       on_progress=printer)
+    lines = buffer.getvalue().splitlines()
+    assert lines[0].startswith("round 0  judge 0.40  → 0.40")
+    assert "best 0.40/0.9" in lines[0] and "2 calls" in lines[0]
+    assert lines[1].startswith("round 1  judge 1.00  → 1.00")
+    assert lines[2] == "stopped: threshold (score 1.000 >= threshold 0.9)"

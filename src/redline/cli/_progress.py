@@ -55,6 +55,8 @@ class ProgressPrinter:
         if event.stop_reason is not None and event.node == "finalize":
             self.console.print(f"[bold]stopped:[/] {event.stop_reason.value} "
                                f"[dim]({event.stop_detail})[/]")
+        elif self._status is not None and event.stop_reason is not None:
+            self._status.update("finishing …")
         elif self._status is not None:
             self._status.update(_NEXT.get(event.node, "working …").format(
                 round=event.round, next=event.round + 1))
