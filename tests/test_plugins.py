@@ -134,3 +134,16 @@ def test_cli_uses_plugins_by_name(site: Path, monkeypatch: pytest.MonkeyPatch) -
     assert data["rounds"][0]["scored"][0]["critiques"][0]["feedback"] == "Mention 'hello world'."
     shown = CliRunner().invoke(cli, ["critics", "show", "contains"])
     assert "--critic contains:hello" in shown.stdout and "fake-good 1.2.3" in shown.stdout
+
+
+def test_cli_settings_reach_only_factories_that_declare_them(site: Path) -> None:
+    install_fake(site, "fake-good", "fake_good", GOOD + '''
+def with_device(arg, *, rm_device="auto"):
+    made = make(arg)
+    made.device = rm_device
+    return made
+''', {"contains": "fake_good:make", "dev": "fake_good:with_device"})
+    settings = {"rm_device": "cuda:1", "rm_batch_size": 8}
+    assert build_critic("dev:x", settings).device == "cuda:1"
+    assert build_critic("dev:x", {"rm_device": None}).device == "auto"
+    assert build_critic("contains:x", settings).arg == "x"  # make() takes no settings

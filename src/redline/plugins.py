@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
@@ -121,8 +120,13 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
     return name, arg if sep else None
 
 
-def build_critic(spec: str) -> Critic:
+def build_critic(spec: str, options: Mapping[str, Any] | None = None) -> Critic:
     """Build the critic a ``--critic`` spec names, through its plugin's factory.
+
+    Args:
+        spec: ``NAME`` or ``NAME:ARG``.
+        options: command-line settings (e.g. ``rm_device``); each is passed as a keyword
+            argument to factories that declare a parameter of that name, and to no other.
 
     Raises:
         ConfigError: unknown name (listing the known ones), a name two packages claim
@@ -141,7 +145,7 @@ def build_critic(spec: str) -> Critic:
     plugin = plugins[name]
     factory = plugin.load()
     try:
-        made: Any = factory(arg)
+        made: Any = factory(arg, **_accepted(factory, options or {}))
     except RedlineError:
         raise
     except Exception as exc:  # a plugin's factory can fail in any way; name the plugin
@@ -153,10 +157,9 @@ def build_critic(spec: str) -> Critic:
     return made
 
 
-def warn_about_broken_plugins() -> None:
-    """Warn (once per plugin) about name clashes; used by commands that list plugins."""
-    _, clashes = discover()
-    for name, claimants in clashes.items():
-        who = " and ".join(p.package for p in claimants)
-        warnings.warn(f"critic name {name!r} is registered by several packages: {who}",
-                      PluginWarning, stacklevel=2)
+def _accepted(factory: Callable[..., Any], options: Mapping[str, Any]) -> dict[str, Any]:
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return {}
+    return {k: v for k, v in options.items() if k in params and v is not None}

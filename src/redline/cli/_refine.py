@@ -56,6 +56,10 @@ class _Fail(Exception):
               help="API key.  [env: OPENAI_API_KEY]")
 @click.option("--model-path", envvar="REDLINE_MODEL_PATH", metavar="GGUF",
               help="A GGUF file for the embedded llama.cpp model.  [env: REDLINE_MODEL_PATH]")
+@click.option("--rm-device", metavar="DEVICE",
+              help="Device of reward-model critics (rm:): auto, cpu, cuda, cuda:1.")
+@click.option("--rm-batch-size", type=int, metavar="N",
+              help="Largest forward pass of reward-model critics.")
 @click.option("-o", "--output", metavar="FILE", help="Write the result here (atomically).")
 @click.option("--json", "as_json", is_flag=True,
               help="Write the whole result (every round, critique and usage) as JSON.")
@@ -85,7 +89,9 @@ def refine_command(**opts: Any) -> None:
         budget = _budget(opts)
         from redline.plugins import build_critic
 
-        critics = _distinct([build_critic(s) for s in opts["critic_specs"] or ["judge"]])
+        settings = {"rm_device": opts["rm_device"], "rm_batch_size": opts["rm_batch_size"]}
+        critics = _distinct([build_critic(s, settings)
+                             for s in opts["critic_specs"] or ["judge"]])
         result = asyncio.run(_run(task, critics, budget, opts, console))
     except _Fail as fail:
         _die(str(fail), fail.code)
