@@ -11,13 +11,13 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from redline._conformance import CriticReport, acheck_critic, check_critic
+from redline._testing_server import Fail, OpenAICompatServer
 from redline.errors import LLMError
 from redline.llm._base import ChatModel, Completion, Message, Price
-from redline._conformance import CriticReport, acheck_critic, check_critic
 from redline.types import Usage
 
 __all__ = [
@@ -101,8 +101,3 @@ class ScriptedChat(ChatModel):
         """Exact, under this model's word count."""
         return sum(words(m["content"]) for m in messages)
 
-
-def __getattr__(name: str) -> Any:
-    if name in ("OpenAICompatServer", "Fail"):
-        return getattr(importlib.import_module("redline._testing_server"), name)
-    raise AttributeError(f"module 'redline.testing' has no attribute {name!r}")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
 
 from rich.console import Console
 from rich.status import Status
@@ -38,7 +37,7 @@ class ProgressPrinter:
             self._status.start()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self._status is not None:
             self._status.stop()
 

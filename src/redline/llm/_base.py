@@ -15,7 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, Self, TypedDict
 
 from pydantic import BaseModel, ConfigDict
 
@@ -157,7 +157,7 @@ class ChatModel(ABC):
     async def aclose(self) -> None:
         """Release the model's resources (connections, child processes)."""
 
-    async def __aenter__(self) -> ChatModel:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

@@ -1,0 +1,124 @@
+"""Finding the JSON value in a model's reply or a candidate answer.
+
+Models wrap JSON in prose and code fences; answers embed it in explanations. `find_json`
+looks, in order, at fenced code blocks (```` ```json ```` or bare ```` ``` ````), at the
+whole text, and at every balanced ``{...}`` / ``[...]`` in the text, and returns the
+first fenced value, the whole text, or the longest embedded value of an accepted kind.
+Brackets inside JSON strings are handled by the JSON decoder itself, not by counting.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["FoundJSON", "find_json"]
+
+_FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[ \t]*\n(.*?)```", re.DOTALL)
+_DECODER = json.JSONDecoder()
+_MAX_STARTS = 2000
+"""Opening brackets tried in one text: bounds the work on pathological input."""
+
+
+@dataclass(frozen=True)
+class FoundJSON:
+    """A JSON value found in a text.
+
+    Attributes:
+        value: the decoded value.
+        raw: the JSON exactly as it appears in the text.
+        start: its offset in the text.
+        fenced: whether it came from a fenced code block.
+    """
+
+    value: Any
+    raw: str
+    start: int
+    fenced: bool
+
+
+def find_json(text: str, *, kinds: tuple[type, ...] = (dict, list)
+              ) -> tuple[FoundJSON | None, str]:
+    """The JSON value in `text`, or None and what is wrong.
+
+    Args:
+        text: a model reply or an answer, JSON possibly fenced or surrounded by prose.
+        kinds: the accepted types of the top-level value: ``(dict,)`` for an object only,
+            ``(list,)`` for an array, both by default.
+
+    Returns:
+        ``(found, "")``, or ``(None, problem)`` where the problem reads well in a re-ask
+        or in feedback: ``"no JSON object found"`` or ``"invalid JSON (<decoder
+        message>)"`` when something looked like JSON but did not decode.
+    """
+    first_error = ""
+    for match in _FENCE.finditer(text):
+        if match.group(1).lower() not in ("", "json", "jsonc", "json5"):
+            continue
+        body = match.group(2).strip()
+        start = match.start(2) + match.group(2).index(body[:1]) if body else match.start(2)
+        try:
+            value = json.loads(body)
+        except json.JSONDecodeError as exc:
+            first_error = first_error or f"invalid JSON ({exc.msg} at line {exc.lineno} " \
+                f"column {exc.colno} of the fenced block)"
+            continue
+        if isinstance(value, kinds):
+            return FoundJSON(value, body, start, fenced=True), ""
+    stripped = text.strip()
+    if stripped[:1] in "{[":
+        try:
+            value = json.loads(stripped)
+        except json.JSONDecodeError:
+            pass
+        else:
+            if isinstance(value, kinds):
+                return FoundJSON(value, stripped, text.index(stripped[:1]), fenced=False), ""
+    found, error = _embedded(text, kinds)
+    if found is not None:
+        return found, ""
+    return None, first_error or error or _nothing(kinds)
+
+
+def _embedded(text: str, kinds: tuple[type, ...]) -> tuple[FoundJSON | None, str]:
+    """The longest balanced JSON value of an accepted kind embedded in prose."""
+    best: FoundJSON | None = None
+    error = ""
+    openers = "".join(o for o, k in (("{", dict), ("[", list)) if k in kinds)
+    if not openers:
+        return None, ""
+    pattern = re.compile("[" + re.escape(openers) + "]")
+    pos, tries = 0, 0
+    while tries < _MAX_STARTS:
+        match = pattern.search(text, pos)
+        if match is None:
+            break
+        tries += 1
+        start = match.start()
+        try:
+            value, end = _DECODER.raw_decode(text, start)
+        except json.JSONDecodeError as exc:
+            # Only an object start counts as "looked like JSON": "[1]" style citations
+            # and "{name}" placeholders are common in prose.
+            if text[start] == "{" and not error and _looks_like_object(text, start):
+                error = f"invalid JSON ({exc.msg})"
+            pos = start + 1
+            continue
+        if isinstance(value, kinds) and (best is None or end - start > len(best.raw)):
+            best = FoundJSON(value, text[start:end], start, fenced=False)
+        pos = end  # brackets inside a decoded value are part of it
+    return best, error
+
+
+def _looks_like_object(text: str, start: int) -> bool:
+    return re.match(r'\{\s*"', text[start:start + 50]) is not None
+
+
+def _nothing(kinds: tuple[type, ...]) -> str:
+    if kinds == (dict,):
+        return "no JSON object found"
+    if kinds == (list,):
+        return "no JSON array found"
+    return "no JSON object or array found"
