@@ -23,7 +23,8 @@ def test_graph_shape_matches_the_snapshot() -> None:
     drawn = graph.get_graph().draw_mermaid()
     if os.environ.get("REDLINE_UPDATE_SNAPSHOTS"):
         SNAPSHOT.write_text(drawn)
-    assert drawn == SNAPSHOT.read_text(), "graph shape changed: rerun with REDLINE_UPDATE_SNAPSHOTS=1"
+    assert drawn == SNAPSHOT.read_text(), (
+        "graph shape changed: rerun with REDLINE_UPDATE_SNAPSHOTS=1")
     assert "decide -.-> finalize" in drawn and "decide -.-> revise" in drawn
 
 

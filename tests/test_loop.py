@@ -306,3 +306,15 @@ async def test_critic_returning_critique_keeps_its_evidence() -> None:
     result = await redline.arefine("Q", model=answers("abc"), critics=[detailed])
     critique = result.best.critiques[0]
     assert critique.evidence == {"len": 3} and critique.raw == 7.0
+
+
+async def test_max_seconds_covers_slow_tool_critics() -> None:
+    async def slow_tool(text: str) -> float:
+        await asyncio.sleep(5)
+        return 1.0
+
+    result = await redline.arefine("Q", model=answers("a"), critics=[slow_tool],
+                                   budget=Budget(max_seconds=0.3))
+    assert result.stop_reason is StopReason.budget
+    assert result.budget_limit == "max_seconds"
+    assert result.best is None  # the only candidate could not be scored in time

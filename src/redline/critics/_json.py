@@ -4,7 +4,9 @@ Models wrap JSON in prose and code fences; answers embed it in explanations. `fi
 looks, in order, at fenced code blocks (```` ```json ```` or bare ```` ``` ````), at the
 whole text, and at every balanced ``{...}`` / ``[...]`` in the text, and returns the
 first fenced value, the whole text, or the longest embedded value of an accepted kind.
-Brackets inside JSON strings are handled by the JSON decoder itself, not by counting.
+Brackets inside JSON strings are handled by the JSON decoder itself, not by counting,
+and the pieces of JSON that does not decode (an object inside a broken one) are never
+taken for the answer's JSON: the decoder's error is reported instead.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ __all__ = ["FoundJSON", "find_json"]
 
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[ \t]*\n(.*?)```", re.DOTALL)
 _DECODER = json.JSONDecoder()
+_OPENER = re.compile(r"[{\[]")
+_STARTS_LIKE_JSON = re.compile(r'\{\s*"|\[\s*[{\["]')
 _MAX_STARTS = 2000
 """Opening brackets tried in one text: bounds the work on pathological input."""
 
@@ -86,13 +90,10 @@ def _embedded(text: str, kinds: tuple[type, ...]) -> tuple[FoundJSON | None, str
     """The longest balanced JSON value of an accepted kind embedded in prose."""
     best: FoundJSON | None = None
     error = ""
-    openers = "".join(o for o, k in (("{", dict), ("[", list)) if k in kinds)
-    if not openers:
-        return None, ""
-    pattern = re.compile("[" + re.escape(openers) + "]")
+    broken_until = -1  # values starting before this are fragments of broken JSON
     pos, tries = 0, 0
     while tries < _MAX_STARTS:
-        match = pattern.search(text, pos)
+        match = _OPENER.search(text, pos)
         if match is None:
             break
         tries += 1
@@ -100,20 +101,20 @@ def _embedded(text: str, kinds: tuple[type, ...]) -> tuple[FoundJSON | None, str
         try:
             value, end = _DECODER.raw_decode(text, start)
         except json.JSONDecodeError as exc:
-            # Only an object start counts as "looked like JSON": "[1]" style citations
-            # and "{name}" placeholders are common in prose.
-            if text[start] == "{" and not error and _looks_like_object(text, start):
-                error = f"invalid JSON ({exc.msg})"
+            # Only what starts like JSON counts as broken JSON: "{name}" placeholders
+            # and "[see above]" asides are common in prose.
+            if _STARTS_LIKE_JSON.match(text, start):
+                error = error or f"invalid JSON ({exc.msg})"
+                broken_until = max(broken_until, exc.pos)
             pos = start + 1
             continue
-        if isinstance(value, kinds) and (best is None or end - start > len(best.raw)):
+        if not isinstance(value, kinds):
+            pos = start + 1  # an array of objects when objects are wanted: look inside
+            continue
+        if start > broken_until and (best is None or end - start > len(best.raw)):
             best = FoundJSON(value, text[start:end], start, fenced=False)
-        pos = end  # brackets inside a decoded value are part of it
+        pos = end  # values inside this one are shorter
     return best, error
-
-
-def _looks_like_object(text: str, start: int) -> bool:
-    return re.match(r'\{\s*"', text[start:start + 50]) is not None
 
 
 def _nothing(kinds: tuple[type, ...]) -> str:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import secrets
 from pathlib import Path
 from typing import Any
 
 from redline.agents._prompts import render
+from redline.critics._json import find_json
 from redline.critics.base import Critic
 from redline.errors import ConfigError, CriticError
 from redline.llm._base import ChatModel, Message, run_model
@@ -18,9 +18,6 @@ from redline.types import Candidate, Critique, Task
 __all__ = ["LLMJudge", "judge_critic"]
 
 log = logging.getLogger("redline.critics")
-
-_OBJECT = re.compile(r"\{.*\}", re.DOTALL)
-
 
 class LLMJudge(Critic):
     """Grades a candidate against a rubric with a chat model (Self-Refine's feedback step).
@@ -91,14 +88,11 @@ class LLMJudge(Critic):
 
 def _parse(text: str) -> tuple[tuple[float, str] | None, str]:
     """The (mark 0-10, feedback) in a reply, or None and what is wrong with it."""
-    match = _OBJECT.search(text)
-    if not match:
-        return None, "no JSON object found"
-    try:
-        data = json.loads(match.group(0))
-    except json.JSONDecodeError as exc:
-        return None, f"invalid JSON ({exc.msg})"
-    if not isinstance(data, dict) or "score" not in data:
+    found, problem = find_json(text, kinds=(dict,))
+    if found is None:
+        return None, problem
+    data = found.value
+    if "score" not in data:
         return None, 'the JSON object has no "score"'
     try:
         mark = float(data["score"])

@@ -11,6 +11,7 @@ usable alone or as a subgraph, with any checkpointer.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import ExitStack
@@ -178,7 +179,16 @@ async def _metered(cfg: RefineConfig, state: RefineState, work: Callable[[], Awa
         tally = stack.enter_context(Tally.scope())
         try:
             meter.check_seconds()
-            out = update(await work())
+            # The time limit covers tool work too (sandbox runs, searches, plugins),
+            # not only the LLM calls that the meter times one by one.
+            limit = meter.remaining_seconds() if cfg.budget.max_seconds is not None else None
+            try:
+                async with asyncio.timeout(limit):
+                    done = await work()
+            except TimeoutError:
+                raise BudgetExceeded("max_seconds", f"max_seconds: the run's "
+                                     f"{cfg.budget.max_seconds:g} s ran out") from None
+            out = update(done)
         except BudgetExceeded as exc:
             out = update(None)
             stop = Stop(reason=StopReason.budget, detail=str(exc), limit=exc.limit)  # type: ignore[arg-type]
