@@ -13,11 +13,10 @@ then the claims the sources do not support.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from string import Template
 from typing import Any, TypeVar
@@ -25,9 +24,9 @@ from typing import Any, TypeVar
 from redline._aio import gather_all
 from redline.critics._json import find_json
 from redline.critics.base import Critic
-from redline.errors import BudgetExceeded, ConfigError, CriticError
+from redline.errors import ConfigError, CriticError
 from redline.feedback_sources.search import BM25Index, Hit, HttpSearch, SearchSource
-from redline.llm._base import ChatModel, Message, current_meter, run_model
+from redline.llm._base import ChatModel, Message, run_model
 from redline.types import Candidate, Critique, Task
 
 __all__ = ["FactCheckCritic", "factcheck_critic"]
@@ -142,8 +141,8 @@ class FactCheckCritic(Critic):
             return Critique(critic=self.name, score=1.0, passed=None, feedback="",
                             evidence={"claims": [], "note": "no checkable claims"})
         queries = list(dict.fromkeys(c["query"] for c in claims))
-        results = await _within_run_time(
-            gather_all(*(self.source.search(q, self.k) for q in queries)))
+        # The run's max_seconds bounds these searches too (the loop times each node).
+        results = await gather_all(*(self.source.search(q, self.k) for q in queries))
         hits_by_query = dict(zip(queries, results, strict=True))
         for claim in claims:
             claim["hits"] = hits_by_query[claim["query"]][:self.k]
@@ -248,20 +247,6 @@ class FactCheckCritic(Critic):
                          "them:")
             parts.extend(f'- "{c["claim"]}"' for c in unknown)
         return "\n".join(parts)
-
-
-async def _within_run_time(work: Awaitable[T]) -> T:
-    """Await `work`, stopping at the run's ``max_seconds``: LLM calls are metered by the
-    chat model, tool calls (a search service retrying) are not."""
-    meter = current_meter()
-    if meter is None or meter.budget.max_seconds is None:
-        return await work
-    try:
-        async with asyncio.timeout(meter.remaining_seconds()):
-            return await work
-    except TimeoutError:
-        raise BudgetExceeded("max_seconds", f"max_seconds: the run's "
-                             f"{meter.budget.max_seconds:g} s ran out during a search") from None
 
 
 def _markers(kind: str) -> tuple[str, str]:
