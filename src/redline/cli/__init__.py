@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> Any:
 
 
 # The subcommands register themselves on `cli`.
-from redline.cli import _critics, _refine  # noqa: E402, F401
+from redline.cli import _critics, _refine, _rm  # noqa: E402, F401
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
