@@ -169,6 +169,10 @@ class TransformersChat(ChatModel):
         loop = asyncio.get_running_loop()
         semaphore = self._waiting.get(loop)
         if semaphore is None:
+            # A semaphore that has had waiters holds its loop, so the weak key alone
+            # would never let a finished loop go: drop those of closed loops here.
+            for old in [old for old in self._waiting if old.is_closed()]:
+                del self._waiting[old]
             semaphore = self._waiting[loop] = asyncio.Semaphore(self.max_concurrency)
         return semaphore
 
