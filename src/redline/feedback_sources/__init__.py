@@ -3,6 +3,8 @@
 Heavy dependencies (``bm25s``, ``jsonschema``) load when a source is built, not here.
 """
 
+from redline.feedback_sources.commands import CommandResult, run_command
+from redline.feedback_sources.sandbox import Isolation, Sandbox, SandboxResult
 from redline.feedback_sources.search import (
     BM25Index,
     Document,
@@ -19,4 +21,10 @@ __all__ = [
     "Hit",
     "HttpSearch",
     "SearchSource",
+    # Python sandbox and commands
+    "CommandResult",
+    "Isolation",
+    "Sandbox",
+    "SandboxResult",
+    "run_command",
 ]

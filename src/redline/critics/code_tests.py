@@ -1,0 +1,201 @@
+"""Critics that run Python tests against a candidate's code (Self-Debug's feedback).
+
+The code is taken from the candidate (its ``python`` fenced blocks, or the whole text)
+and run in the sandbox as the module ``solution``, then each test runs under its own
+timer. Score = the fraction of tests passed, ``passed`` = all passed, feedback = each
+failing test with its assertion (and the values it compared) or traceback. Code that
+does not compile, crashes on import or does not finish is reported as such, with score 0.
+
+Tests come from:
+
+- `PythonTestsCritic`: a tests module (``assert`` statements, pytest-style ``test_*``
+  functions and ``Test*`` classes, or a HumanEval ``check(candidate)``) given to the
+  critic, else each task's ``metadata["tests"]`` (a string or a list of strings).
+- `DoctestCritic`: the ``>>>`` examples in the task's prompt (HumanEval prompts carry
+  them in the function's docstring).
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+from typing import Any
+
+from redline.critics.base import Critic
+from redline.errors import ConfigError, CriticError
+from redline.feedback_sources._code import extract_python
+from redline.feedback_sources._pytests import TestReport, TestSuite, feedback, run_tests
+from redline.feedback_sources.sandbox import Sandbox, default_sandbox
+from redline.types import Candidate, Critique, Task
+
+__all__ = ["DoctestCritic", "PythonTestsCritic", "doctest_critic", "entry_point",
+           "pytest_critic", "report_critique"]
+
+_DEF = re.compile(r"^\s*(?:async\s+)?def\s+([A-Za-z_]\w*)\s*\(", re.MULTILINE)
+
+
+class PythonTestsCritic(Critic):
+    """Runs Python tests against the candidate's code in the sandbox.
+
+    Args:
+        tests: a tests module's source; None reads each task's ``metadata["tests"]``.
+        name: the critic's name.
+        sandbox: where the code runs; default: the sandbox all critics share.
+        timeout: wall-clock seconds for the code and all its tests.
+        test_timeout: seconds for each test (and for importing the code).
+        gate: make a failing test a hard failure of the panel.
+        max_feedback_chars: the feedback's length limit.
+
+    Raises:
+        ConfigError: the tests do not parse.
+    """
+
+    deterministic = True
+
+    def __init__(self, tests: str | None = None, *, name: str = "pytest",
+                 sandbox: Sandbox | None = None, timeout: float = 20.0,
+                 test_timeout: float = 3.0, gate: bool = False,
+                 max_feedback_chars: int = 3000) -> None:
+        self.tests = tests
+        self.name = name
+        self.sandbox = sandbox
+        self.timeout = timeout
+        self.test_timeout = test_timeout
+        self.gate = gate
+        self.max_feedback_chars = max_feedback_chars
+        if tests is not None:
+            try:
+                ast.parse(tests)
+            except SyntaxError as exc:
+                raise ConfigError(f"critic {name!r}: the tests do not parse: {exc.msg} "
+                                  f"(line {exc.lineno})") from exc
+
+    @classmethod
+    def from_file(cls, path: str | Path, **kwargs: Any) -> PythonTestsCritic:
+        """A critic whose tests are read from a Python file."""
+        try:
+            tests = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read tests file {str(path)!r}: {exc.strerror}") from exc
+        if not tests.strip():
+            raise ConfigError(f"tests file {str(path)!r} is empty")
+        return cls(tests, **kwargs)
+
+    def suite_for(self, task: Task) -> TestSuite:
+        """The tests this task's candidates are judged by."""
+        tests = self.tests if self.tests is not None else task.metadata.get("tests", "")
+        if isinstance(tests, list | tuple):
+            tests = "\n".join(str(t) for t in tests)
+        if not isinstance(tests, str):
+            raise CriticError(f"critic {self.name!r}: task {task.id!r} has metadata['tests'] "
+                              f"of type {type(tests).__name__}; give a string or a list of "
+                              "strings", critic=self.name)
+        try:
+            return TestSuite.from_source(tests, entry_point=entry_point(task))
+        except SyntaxError as exc:
+            raise CriticError(f"critic {self.name!r}: the tests of task {task.id!r} do not "
+                              f"parse: {exc.msg} (line {exc.lineno})",
+                              critic=self.name) from exc
+        except ValueError as exc:
+            raise CriticError(f"critic {self.name!r}, task {task.id!r}: {exc}; set "
+                              "metadata['entry_point']", critic=self.name) from exc
+
+    async def critique(self, task: Task, candidate: Candidate) -> Critique:
+        report = await run_tests(self.sandbox or default_sandbox(),
+                                 extract_python(candidate.text), self.suite_for(task),
+                                 timeout=self.timeout, test_timeout=self.test_timeout)
+        return report_critique(self.name, report, max_feedback_chars=self.max_feedback_chars)
+
+
+class DoctestCritic(PythonTestsCritic):
+    """Runs the ``>>>`` examples of the task's prompt against the candidate's code.
+
+    Takes the arguments of `PythonTestsCritic` but ``tests``.
+    """
+
+    def __init__(self, *, name: str = "doctest", **kwargs: Any) -> None:
+        super().__init__(None, name=name, **kwargs)
+
+    def suite_for(self, task: Task) -> TestSuite:
+        """The examples in the task's prompt, one test each."""
+        try:
+            return TestSuite.from_doctests(task.prompt)
+        except ValueError as exc:  # a malformed example (bad indentation of its output)
+            raise CriticError(f"critic {self.name!r}: the examples in task {task.id!r} "
+                              f"cannot be read: {exc}", critic=self.name) from exc
+
+
+def entry_point(task: Task) -> str | None:
+    """The function a task asks for: ``metadata["entry_point"]``, else the last
+    function its prompt defines (as in a HumanEval prompt), else None."""
+    given = task.metadata.get("entry_point")
+    if isinstance(given, str) and given:
+        return given
+    names = _DEF.findall(task.prompt)
+    return names[-1] if names else None
+
+
+def report_critique(name: str, report: TestReport, *, max_feedback_chars: int = 3000,
+                    score: float | None = None, raw: float | None = None,
+                    evidence: dict[str, Any] | None = None) -> Critique:
+    """The critique of a test report: pass fraction, all-passed verdict, failures.
+
+    Args:
+        name: the critic's name.
+        report: the tests' outcomes.
+        max_feedback_chars: the feedback's length limit.
+        score: a score to use instead of the pass fraction.
+        raw: the raw value; default: the number of tests passed.
+        evidence: more evidence to record.
+    """
+    total, passed = report.total, report.passed
+    if report.error:
+        fraction, verdict = 0.0, False
+    elif total == 0:
+        fraction, verdict = 1.0, None  # nothing to check, and the code loads
+    else:
+        fraction, verdict = passed / total, passed == total
+    failing = [o.name for o in report.counted if not o.passed]
+    return Critique(
+        critic=name, score=fraction if score is None else score, passed=verdict,
+        feedback=feedback(report, max_chars=max_feedback_chars),
+        raw=float(passed) if raw is None else raw,
+        evidence={"tests": total, "passed": passed, "failed": failing,
+                  "error": report.error_kind, "timed_out": report.run.timed_out,
+                  "limit": report.run.limit, "seconds": round(report.run.seconds, 3),
+                  "isolation": report.run.isolation.model_dump(),
+                  **({"note": "no tests found"} if total == 0 and not report.error else {}),
+                  **(evidence or {})})
+
+
+def pytest_critic(arg: str | None) -> PythonTestsCritic:
+    """Python tests run in the sandbox: score = fraction passed, failures as feedback.
+
+    Argument: a Python tests file: ``assert`` statements, pytest-style ``test_*``
+    functions (``parametrize`` works; fixtures do not), or a HumanEval-style
+    ``check(candidate)`` (the function checked is the task's ``metadata["entry_point"]``
+    or the last function its prompt defines). The candidate's code is importable as
+    ``solution`` and its names are visible to the tests. Without a file, each task's
+    ``metadata["tests"]`` is used.
+
+    Examples:
+        --critic pytest:tests/test_solution.py
+        --critic pytest
+    """
+    return PythonTestsCritic.from_file(arg) if arg else PythonTestsCritic()
+
+
+def doctest_critic(arg: str | None) -> DoctestCritic:
+    """The task's >>> examples run against the answer's code in the sandbox.
+
+    Argument: none. The examples are read from each task's prompt (HumanEval prompts
+    carry them in the docstring); a task without examples is only checked to load.
+
+    Examples:
+        --critic doctest
+    """
+    if arg:
+        raise ConfigError(f"critic 'doctest' takes no argument (got {arg!r}); the examples "
+                          "come from the task's prompt")
+    return DoctestCritic()

@@ -1,0 +1,266 @@
+"""Python tests run against a candidate's code in the sandbox.
+
+A `TestSuite` is a plan: the steps of a test module (setup statements, top-level
+``assert`` statements, ``test_*`` functions and ``Test*`` classes, the body of a
+HumanEval-style ``check(candidate)``) or doctest examples. `run_tests` runs the code
+and the suite in one sandbox process (``_pytests_child.py`` is the harness), each test
+under its own timer, and returns a `TestReport` naming every test's outcome.
+"""
+
+from __future__ import annotations
+
+import ast
+import doctest
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from redline.feedback_sources.sandbox import Sandbox, SandboxResult
+
+__all__ = ["TestOutcome", "TestReport", "TestSuite", "feedback", "run_tests"]
+
+_HARNESS = Path(__file__).with_name("_pytests_child.py").read_text(encoding="utf-8")
+_RESULTS = ".redline-results.jsonl"
+
+
+@dataclass(frozen=True)
+class TestSuite:
+    """What to run: a tests module's source and the steps planned from it."""
+
+    __test__ = False  # not a pytest test class
+
+    source: str
+    steps: tuple[dict[str, Any], ...]
+    entry_point: str | None = None
+
+    @property
+    def names(self) -> list[str]:
+        """The tests' names, in order (setup steps excluded)."""
+        return [s["name"] for s in self.steps if s["kind"] not in ("setup", "check-setup")]
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @classmethod
+    def from_source(cls, source: str, *, entry_point: str | None = None) -> TestSuite:
+        """Plan a tests module (pytest-style, bare asserts, or ``check(candidate)``).
+
+        Raises:
+            SyntaxError: the tests do not parse.
+            ValueError: they define ``check(candidate)`` but no entry point is known.
+        """
+        tree = ast.parse(source, "tests.py")
+        first: list[dict[str, Any]] = []
+        later: list[dict[str, Any]] = []
+        names: set[str] = set()
+
+        def name_of(node: ast.AST) -> str:
+            text = ast.unparse(node).splitlines()[0]
+            text = text if len(text) <= 150 else text[:147] + "..."
+            if text in names:
+                text = f"{text} (line {getattr(node, 'lineno', 0)})"
+            names.add(text)
+            return text
+
+        for i, node in enumerate(tree.body):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) \
+                    and node.name.startswith("test"):
+                first.append({"kind": "setup", "index": i, "name": f"setup: def {node.name}"})
+                later.append({"kind": "function", "index": i, "name": node.name})
+            elif isinstance(node, ast.ClassDef) and node.name.startswith("Test"):
+                first.append({"kind": "setup", "index": i, "name": f"setup: class {node.name}"})
+                later += [{"kind": "method", "index": i, "name": f"{node.name}.{m.name}"}
+                          for m in node.body if isinstance(m, ast.FunctionDef)
+                          and m.name.startswith("test")]
+            elif isinstance(node, ast.FunctionDef) and node.name == "check" \
+                    and _has_assert(node.body):
+                if entry_point is None:
+                    raise ValueError("the tests define check(candidate) but no entry point "
+                                     "(the function to check) is known")
+                for j, stmt in enumerate(node.body):
+                    text = re.sub(r"\bcandidate\b", entry_point, name_of(stmt))
+                    kind = "check" if _has_assert([stmt]) else "check-setup"
+                    later.append({"kind": kind, "index": i, "sub": j,
+                                  "name": text if kind == "check" else f"setup: {text}"})
+            elif _has_assert([node]):
+                first.append({"kind": "statement", "index": i, "name": name_of(node)})
+            else:
+                first.append({"kind": "setup", "index": i,
+                              "name": f"setup: {name_of(node)}"})
+        return cls(source=source, steps=tuple(first + later), entry_point=entry_point)
+
+    @classmethod
+    def from_doctests(cls, text: str) -> TestSuite:
+        """The ``>>>`` examples in `text`, one test each.
+
+        When `text` is Python (a HumanEval prompt: a signature and a docstring), the
+        examples are read from its docstrings, as doctest does; otherwise from the text.
+
+        Raises:
+            ValueError: an example is malformed (doctest's message).
+        """
+        steps: list[dict[str, Any]] = []
+        for example in _examples(text):
+            name = ">>> " + example.source.strip().splitlines()[0]
+            steps.append({"kind": "doctest", "name": name, "source": example.source,
+                          "want": example.want, "exc_msg": example.exc_msg,
+                          "lineno": example.lineno})
+        names = [s["name"] for s in steps]
+        for i, step in enumerate(steps):  # names must be unique
+            if names.count(step["name"]) > 1:
+                step["name"] += f" (example {i + 1})"
+        return cls(source="", steps=tuple(steps))
+
+
+def _examples(text: str) -> list[doctest.Example]:
+    parser = doctest.DocTestParser()
+    try:
+        tree = ast.parse(text)
+    except SyntaxError:  # not Python: take the text as it is, minus docstring quotes
+        examples = parser.get_examples(text)
+        for example in examples:  # the expected output ends where a docstring does
+            lines = example.want.splitlines(keepends=True)
+            ends = [i for i, ln in enumerate(lines) if ln.lstrip().startswith(('"""', "'''"))]
+            example.want = "".join(lines[:ends[0]] if ends else lines)
+        return examples
+    docs = [ast.get_docstring(node) for node in ast.walk(tree)
+            if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef
+                          | ast.AsyncFunctionDef)]
+    return [e for doc in docs if doc for e in parser.get_examples(doc)]
+
+
+@dataclass(frozen=True)
+class TestOutcome:
+    """One test's outcome."""
+
+    __test__ = False
+
+    name: str
+    passed: bool
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class TestReport:
+    """What running a suite against some code gave."""
+
+    __test__ = False
+
+    outcomes: tuple[TestOutcome, ...]
+    """Every test's outcome (failed setup steps included, as failures)."""
+    run: SandboxResult
+    """The sandbox run."""
+    error: str | None = None
+    """Why no test could run (the code does not compile, crashed or hung on import)."""
+    error_kind: Literal["syntax", "error", "timeout"] | None = None
+    """``syntax``, ``error`` (an exception or a limit) or ``timeout``."""
+    suspects: frozenset[str] = field(default_factory=frozenset)
+    """Tests to leave out of the score and the feedback (generated tests thought wrong)."""
+
+    @property
+    def counted(self) -> list[TestOutcome]:
+        """The outcomes that count (suspects left out)."""
+        return [o for o in self.outcomes if o.name not in self.suspects]
+
+    @property
+    def total(self) -> int:
+        """Tests counted."""
+        return len(self.counted)
+
+    @property
+    def passed(self) -> int:
+        """Tests counted that passed."""
+        return sum(o.passed for o in self.counted)
+
+
+async def run_tests(sandbox: Sandbox, code: str, suite: TestSuite, *, timeout: float,
+                    test_timeout: float) -> TestReport:
+    """Run `code` (as module ``solution``) and then `suite` in one sandbox process."""
+    plan = {"tests_source": suite.source, "steps": list(suite.steps),
+            "entry_point": suite.entry_point, "test_timeout": test_timeout}
+    run = await sandbox.run(_HARNESS, files={"solution.py": code, "tests.py": suite.source,
+                                             "plan.json": json.dumps(plan)},
+                            collect=[_RESULTS], timeout=timeout)
+    records = _records(run.files.get(_RESULTS, ""))
+    load = next((r for r in records if r.get("event") == "load"), None)
+    outcomes = [TestOutcome(str(r["name"]), r.get("ok") is True, str(r.get("detail", "")))
+                for r in records if "name" in r]
+    if load is None or not load["ok"]:
+        kind: Literal["syntax", "error", "timeout"] = \
+            load["kind"] if load else ("timeout" if run.timed_out else "error")
+        detail = load["detail"] if load else _stopped(run, timeout)
+        failed = tuple(TestOutcome(n, False, "did not run") for n in suite.names)
+        return TestReport(failed, run, error=detail, error_kind=kind)
+    if not any(r.get("event") == "done" for r in records):
+        reported = {o.name.split("[")[0] for o in outcomes} | {o.name for o in outcomes}
+        missing = [n for n in suite.names if n not in reported]
+        reason = _stopped(run, timeout)
+        outcomes += [TestOutcome(n, False, reason if i == 0 else f"did not run ({reason})")
+                     for i, n in enumerate(missing)]
+    return TestReport(tuple(outcomes), run)
+
+
+def _records(text: str) -> list[dict[str, Any]]:
+    """The harness's JSON lines; a line cut short (a killed run) or mangled is skipped."""
+    records = []
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
+def _stopped(run: SandboxResult, timeout: float) -> str:
+    """Why a sandbox run ended before the harness finished."""
+    if run.timed_out:
+        return f"the run was stopped after {timeout:g} s (time limit)"
+    why = {"memory": "ran out of memory (address-space limit)",
+           "cpu": "used up its CPU time", "file_size": "wrote more than the file-size limit",
+           "processes": "started too many processes"}.get(run.limit or "", "")
+    tail = "\n".join(run.stderr.strip().splitlines()[-6:])
+    head = f"the process {why}" if why else f"the process exited with status {run.exit_code}"
+    return f"{head}\n{tail}".strip()
+
+
+def feedback(report: TestReport, *, max_chars: int = 3000) -> str:
+    """What the reviser should read: the error, or each failing test and why, trimmed."""
+    if report.error_kind == "syntax":
+        return f"The code does not compile, so no test ran:\n{report.error}"
+    if report.error_kind == "timeout":
+        return f"Running the code did not finish, so no test ran:\n{report.error}"
+    if report.error:
+        return f"Running the code failed before any test ran:\n{report.error}"
+    failing = [o for o in report.counted if not o.passed]
+    if not failing:
+        return ""
+    parts = [f"{len(failing)} of {report.total} tests failed:"]
+    used = len(parts[0])
+    for i, outcome in enumerate(failing):
+        detail = outcome.detail if len(outcome.detail) <= 800 else \
+            "..." + outcome.detail[-800:]
+        entry = f"- {outcome.name}" + (
+            "\n" + "\n".join("    " + ln for ln in detail.splitlines()) if detail else "")
+        if used + len(entry) > max_chars and i:
+            parts.append(f"... and {len(failing) - i} more failing tests.")
+            break
+        parts.append(entry)
+        used += len(entry)
+    return "\n".join(parts)
+
+
+def _has_assert(nodes: list[ast.stmt]) -> bool:
+    """True when the statements hold an ``assert`` outside nested functions and classes."""
+    todo: list[ast.AST] = list(nodes)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, ast.Assert):
+            return True
+        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef
+                          | ast.Lambda):
+            todo.extend(ast.iter_child_nodes(node))
+    return False

@@ -1,0 +1,288 @@
+"""The sandbox's child side: confine this process, then run ``main.py`` from the cwd.
+
+`redline.feedback_sources.sandbox` copies this file into its base directory once and
+starts each run with ``python -I -X utf8 -c "import it; it.main()" MAIN UID STATUS_FD
+CPU MEMORY FSIZE NPROC`` in a fresh run directory (the cwd; UID is empty to keep the
+user, MEMORY 0 for no limit), so that its bytecode is cached. Standard library only, and
+as few imports as can be (``json`` alone would add 3 ms to every run): it runs before
+anything else in the child and must not import redline. Steps, each reported (never faked) as a
+Python literal on the status fd before the untrusted code starts:
+
+1. Linux: new network namespace (no interface but a down loopback, so no network) and
+   new mount namespace; as a non-root user inside a new user namespace.
+2. With the mount namespace: the run directory is bind-mounted over ``/tmp`` and
+   ``/dev/shm`` (and ``/var/tmp``), so every world-writable place the code can write is
+   its own run directory; the cwd becomes ``/tmp``.
+3. As root with ``uid`` set: directories on the interpreter's paths that other users
+   cannot enter (``/root`` when Python lives in ``/root/.pyenv``) are replaced, in this
+   mount namespace only, by a tmpfs holding read-only bind mounts of what Python needs;
+   then the process switches to that unprivileged uid and kills every other process of
+   it (an earlier run's leftovers) now and again when the code ends.
+4. Resource limits: core dumps off, CPU seconds, address space, file size and, where the
+   kernel enforces it for this process, the process count.
+"""
+
+import atexit
+import os
+import resource
+import sys
+
+CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWNET = 0x00020000, 0x10000000, 0x40000000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT = 1, 2, 4, 32
+MS_BIND, MS_REC, MS_PRIVATE = 4096, 16384, 1 << 18
+
+
+class _Libc:
+    """unshare(2) and mount(2) through ctypes (``os.unshare`` needs Python 3.12)."""
+
+    def __init__(self):
+        import ctypes
+
+        self.ctypes = ctypes
+        self.libc = ctypes.CDLL(None, use_errno=True)
+
+    def _check(self, result, what):
+        if result != 0:
+            err = self.ctypes.get_errno()
+            raise OSError(err, f"{what}: {os.strerror(err)}")
+
+    def unshare(self, flags):
+        self._check(self.libc.unshare(flags), "unshare")
+
+    def mount(self, source, target, fstype, flags, data=None):
+        def enc(s):
+            return s.encode() if isinstance(s, str) else s
+        self._check(self.libc.mount(enc(source), enc(target), enc(fstype), flags, enc(data)),
+                    f"mount {target}")
+
+
+def _blocked(paths):
+    """Directories on `paths` that other users cannot enter: {closed dir: {child, ...}}.
+
+    Returns None when that cannot be worked around: a closed directory below another
+    one, or a needed directory that is itself closed.
+    """
+    found = {}
+    for path in paths:
+        real = os.path.realpath(path)
+        if not os.path.exists(real):
+            continue
+        parent, exposed = "/", False
+        for part in real.split(os.sep)[1:]:
+            child = os.path.join(parent, part)
+            if not os.stat(parent).st_mode & 0o001:
+                if exposed or parent == "/":
+                    return None
+                found.setdefault(parent, set()).add(child)
+                exposed = True
+            parent = child
+        if os.path.isdir(real) and os.stat(real).st_mode & 0o005 != 0o005:
+            return None
+    return found
+
+
+def _traversable(path):
+    """True when other users can reach `path` (every directory down to it is o+x)."""
+    current = "/"
+    for part in os.path.realpath(path).split(os.sep)[1:]:
+        current = os.path.join(current, part)
+        if not os.stat(current).st_mode & 0o001:
+            return False
+    return True
+
+
+def _write(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def confine(cfg):
+    """Apply every step that this platform and user allow; return what was applied."""
+    status = {"network": False, "filesystem": False, "user": None, "processes": False,
+              "notes": []}
+    notes = status["notes"]
+    root = os.geteuid() == 0
+    uid = cfg.get("uid") if root else None
+    run_dir = os.getcwd()
+    libc = mounts = None
+    if sys.platform.startswith("linux"):
+        libc = _Libc()
+        status["network"], mounts = _namespaces(libc, root, notes)
+    else:
+        notes.append(f"network: no network namespaces on {sys.platform}; the code can "
+                     "reach the network")
+    if uid is not None:
+        blocked = _blocked([sys.executable, *(p for p in sys.path if p)])
+        if not mounts and not _traversable(os.path.dirname(run_dir)):
+            blocked = None  # without a mount namespace the run directory stays where it is
+        if blocked and mounts:
+            try:
+                _expose(libc, blocked)
+                blocked = {}
+            except OSError as exc:
+                notes.append(f"user: cannot open {', '.join(blocked)} to other users ({exc})")
+        if blocked or blocked is None:
+            notes.append("user: kept root: a directory Python needs is closed to other users")
+            uid = None
+    if mounts:
+        status["filesystem"] = _own_tmp(libc, run_dir, notes)
+    else:
+        notes.append("filesystem: no mount namespace; the code can write wherever its "
+                     "user may, not only in its run directory")
+    if uid is not None:
+        _switch_user(uid)
+        status["user"] = uid
+    _limit(resource.RLIMIT_CORE, 0)
+    _limit(resource.RLIMIT_CPU, cfg["cpu"], cfg["cpu"] + 1)
+    _limit(resource.RLIMIT_FSIZE, cfg["fsize"])
+    if cfg.get("memory"):
+        try:
+            _limit(resource.RLIMIT_AS, cfg["memory"])
+        except (ValueError, OSError) as exc:
+            notes.append(f"memory: address-space limit refused ({exc})")
+    if status["user"] is not None or (mounts and not root and _kernel() >= (5, 14)):
+        # A uid of its own, or a user namespace (where the kernel counts per namespace).
+        _limit(resource.RLIMIT_NPROC, cfg["nproc"])
+        status["processes"] = True
+    elif root:
+        notes.append("processes: not limited: the kernel exempts root from RLIMIT_NPROC "
+                     "and the code runs as root")
+    else:
+        notes.append("processes: not limited: RLIMIT_NPROC would count every process of "
+                     "this user, not only the sandbox's")
+    os.environ["HOME"] = os.environ["TMPDIR"] = os.getcwd()
+    return status
+
+
+def _namespaces(libc, root, notes):
+    """Enter new network and mount namespaces: (network isolated, mounts usable)."""
+    real_uid, real_gid = os.getuid(), os.getgid()
+    flags = CLONE_NEWNS | CLONE_NEWNET if root else CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWNET
+    try:
+        libc.unshare(flags)
+    except OSError as exc:
+        notes.append(f"network: new namespaces refused ({exc.strerror}); the code can "
+                     "reach the network")
+        return False, False
+    try:
+        if not root:
+            _write("/proc/self/setgroups", "deny")
+            _write("/proc/self/uid_map", f"{real_uid} {real_uid} 1")
+            _write("/proc/self/gid_map", f"{real_gid} {real_gid} 1")
+        libc.mount("none", "/", None, MS_REC | MS_PRIVATE)  # nothing propagates out
+    except OSError as exc:
+        notes.append(f"filesystem: the mount namespace is unusable ({exc})")
+        return True, False
+    return True, True
+
+
+def _own_tmp(libc, run_dir, notes):
+    """Bind the run directory over /tmp, /var/tmp and /dev/shm, and move into /tmp."""
+    targets = []
+    for d in ("/tmp", "/var/tmp", "/dev/shm"):
+        real = os.path.realpath(d)
+        if os.path.isdir(real) and real not in targets:
+            targets.append(real)
+    keep = os.open(run_dir, os.O_PATH)  # its path may be hidden once /tmp is covered
+    try:
+        for target in targets:
+            libc.mount(f"/proc/self/fd/{keep}", target, None, MS_BIND)
+    except OSError as exc:
+        notes.append(f"filesystem: cannot cover {target} ({exc})")
+        return False
+    finally:
+        os.close(keep)
+    if targets:
+        os.chdir(targets[0])
+    return bool(targets)
+
+
+def _switch_user(uid):
+    """Become `uid` (from root), owning the run directory, with no leftovers of it."""
+    os.chown(".", uid, uid)  # the cwd is the run directory, wherever it is mounted
+    for entry in os.scandir("."):
+        os.chown(entry.name, uid, uid, follow_symlinks=False)
+    os.setgroups([])
+    os.setresgid(uid, uid, uid)
+    os.setresuid(uid, uid, uid)
+    _kill_all_of_uid()  # an earlier run's leftovers: the uid is ours alone now
+    atexit.register(_kill_all_of_uid, os.getpid())  # and the code's own, when it ends
+
+
+def _expose(libc, blocked):
+    """Replace each closed directory by a tmpfs holding read-only binds of its needed
+    children (in this mount namespace only)."""
+    fds = {child: os.open(child, os.O_PATH) for children in blocked.values()
+           for child in children}
+    for closed, children in blocked.items():
+        libc.mount("tmpfs", closed, "tmpfs", MS_NOSUID | MS_NODEV, "mode=755,size=64k")
+        for child in sorted(children):
+            if os.path.isdir(f"/proc/self/fd/{fds[child]}"):
+                os.mkdir(child)
+            else:
+                open(child, "w").close()  # a file to mount the file on
+            libc.mount(f"/proc/self/fd/{fds[child]}", child, None, MS_BIND | MS_REC)
+            libc.mount(None, child, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID)
+    for fd in fds.values():
+        os.close(fd)
+
+
+def _kill_all_of_uid(only_in=None):
+    if only_in is not None and os.getpid() != only_in:
+        return  # a forked child of the code exiting: not the end of the run
+    try:
+        os.kill(-1, 9)  # every process of this uid but this one
+    except ProcessLookupError:
+        pass
+
+
+def _limit(kind, soft, hard=None):
+    resource.setrlimit(kind, (soft, soft if hard is None else hard))
+
+
+def _kernel():
+    try:
+        return tuple(int(x) for x in os.uname().release.split("-")[0].split(".")[:2])
+    except ValueError:
+        return (0, 0)
+
+
+def run_main(path):
+    """Run ``path`` as ``__main__``, with tracebacks that start at the user's code."""
+    import builtins
+    import types
+
+    module = types.ModuleType("__main__")
+    module.__file__ = path
+    module.__builtins__ = builtins
+    sys.modules["__main__"] = module
+    sys.argv = [path]
+    sys.path.insert(0, os.getcwd())
+    with open(path, "rb") as f:
+        source = f.read()
+    try:
+        exec(compile(source, path, "exec"), module.__dict__)
+    except SystemExit:
+        raise
+    except BaseException as exc:
+        import traceback
+
+        tb = exc.__traceback__.tb_next if not isinstance(exc, SyntaxError) else None
+        traceback.print_exception(type(exc), exc, tb)
+        sys.exit(1)
+
+
+def main():
+    """Confine this process as the arguments say, report it, and run the code."""
+    sys.dont_write_bytecode = True  # the code's imports leave no .pyc behind (as -B)
+    main_file, uid, status_fd, cpu, memory, fsize, nproc = sys.argv[1:8]
+    cfg = {"uid": int(uid) if uid else None, "cpu": int(cpu), "memory": int(memory),
+           "fsize": int(fsize), "nproc": int(nproc)}
+    status = confine(cfg)
+    os.write(int(status_fd), repr(status).encode())
+    os.close(int(status_fd))
+    run_main(main_file)
+
+
+if __name__ == "__main__":
+    main()
