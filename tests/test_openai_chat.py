@@ -12,6 +12,7 @@ from email.utils import format_datetime
 import openai
 import pytest
 
+from redline._retry import retry_after_seconds as _retry_after_seconds
 from redline._testing_server import Fail, OpenAICompatServer
 from redline.errors import (
     BudgetExceeded,
@@ -21,7 +22,7 @@ from redline.errors import (
     LLMUnavailableError,
 )
 from redline.llm import Meter, Price
-from redline.llm.openai import OpenAIChat, _retry_after_seconds
+from redline.llm.openai import OpenAIChat
 from redline.types import Budget
 
 MESSAGES = [

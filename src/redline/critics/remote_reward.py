@@ -46,21 +46,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import httpx
 from tenacity import (
-    AsyncRetrying,
     RetryCallState,
     RetryError,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_random_exponential,
 )
 
 from redline._aio import gather_all
+from redline._retry import is_transient_status, retrying
 from redline.critics._reward_common import Calibration, MicroBatcher, Reward, reward_critique
 from redline.critics.base import Critic
 from redline.errors import ConfigError, CriticError, FeedbackSourceError
@@ -167,11 +164,9 @@ class RemoteRewardCritic(Critic):
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client: httpx.AsyncClient | None = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
-        self._retrying = AsyncRetrying(
-            retry=retry_if_exception(_is_transient), stop=stop_after_attempt(max_attempts),
-            wait=_RetryAfterOr(wait_random_exponential(multiplier=0.25, max=max_wait),
-                               cap=max_wait),
-            before_sleep=self._log_retry)
+        self._retrying = retrying(transient=_is_transient, headers_of=_headers_of,
+                                  max_attempts=max_attempts, max_wait=max_wait,
+                                  multiplier=0.25, before_sleep=self._log_retry)
         self._batcher: MicroBatcher[tuple[str, str], Reward] = MicroBatcher(
             self._score, max_batch=batch_size, max_wait=max_wait_ms / 1000, concurrency=4)
 
@@ -325,27 +320,16 @@ def _resolve_url(url: str, protocol: str | None) -> tuple[str, Protocol, str]:
     return endpoint, chosen, endpoint.rsplit("/", 1)[-1]  # type: ignore[return-value]
 
 
+def _headers_of(exc: BaseException) -> Mapping[str, str] | None:
+    return exc.headers if isinstance(exc, _Status) else None
+
+
 def _is_transient(exc: BaseException) -> bool:
     if isinstance(exc, _Status):
-        return exc.status in (408, 429) or exc.status >= 500
+        return is_transient_status(exc.status)
     return isinstance(exc, httpx.TransportError)  # timeouts and connection errors
 
 
-class _RetryAfterOr:
-    """A tenacity wait: the server's ``Retry-After`` seconds (capped) when sent."""
-
-    def __init__(self, fallback: Any, cap: float) -> None:
-        self.fallback = fallback
-        self.cap = cap
-
-    def __call__(self, state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, _Status):
-            try:
-                return min(max(0.0, float(exc.headers.get("retry-after", ""))), self.cap)
-            except ValueError:
-                pass
-        return float(self.fallback(state))
 
 
 def _describe(exc: BaseException | None, timeout: float) -> str:

@@ -12,14 +12,10 @@ from typing import Any, Literal
 import httpx
 from pydantic import BaseModel, ConfigDict
 from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
     RetryError,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_random_exponential,
 )
 
+from redline._retry import is_transient_status, retrying
 from redline.errors import ConfigError, FeedbackSourceError
 from redline.feedback_sources._hits import Hit
 
@@ -116,15 +112,14 @@ class HttpSearch:
         values = {**self.params, self.query_param: query}
         if self.k_param:
             values[self.k_param] = k
-        retrying = AsyncRetrying(
-            retry=retry_if_exception(_is_transient), stop=stop_after_attempt(self.max_attempts),
-            wait=_RetryAfterOr(wait_random_exponential(multiplier=0.25, max=self.max_wait),
-                               self.max_wait),
+        attempts = retrying(
+            transient=_is_transient, headers_of=_headers_of, max_attempts=self.max_attempts,
+            max_wait=self.max_wait, multiplier=0.25,
             before_sleep=lambda s: log.warning(
                 "search %s: attempt %d failed (%s); retrying", self.url, s.attempt_number,
                 self._describe(s.outcome.exception() if s.outcome else None)))
         try:
-            response: httpx.Response = await retrying(self._request, values)
+            response: httpx.Response = await attempts(self._request, values)
         except RetryError as exc:
             last = exc.last_attempt.exception()
             raise FeedbackSourceError(
@@ -210,27 +205,16 @@ class HttpSearch:
         return repr(exc)
 
 
+def _headers_of(exc: BaseException) -> Mapping[str, str] | None:
+    return exc.response.headers if isinstance(exc, httpx.HTTPStatusError) else None
+
+
 def _is_transient(exc: BaseException) -> bool:
     if isinstance(exc, httpx.HTTPStatusError):
-        return exc.response.status_code in (408, 429) or exc.response.status_code >= 500
+        return is_transient_status(exc.response.status_code)
     return isinstance(exc, httpx.TransportError)  # timeouts, refused connections, resets
 
 
-class _RetryAfterOr:
-    """A tenacity wait: the server's ``Retry-After`` seconds (capped), else `fallback`."""
-
-    def __init__(self, fallback: Any, cap: float) -> None:
-        self.fallback = fallback
-        self.cap = cap
-
-    def __call__(self, state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, httpx.HTTPStatusError):
-            try:
-                return min(self.cap, max(0.0, float(exc.response.headers["retry-after"])))
-            except (KeyError, ValueError):
-                pass
-        return float(self.fallback(state))
 
 
 def _dig(value: Any, path: str | None) -> Any:

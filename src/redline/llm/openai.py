@@ -9,24 +9,19 @@ they outlast the retries the call raises `LLMUnavailableError`. Other HTTP error
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 import openai
 from tenacity import (
-    AsyncRetrying,
     RetryCallState,
     RetryError,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_random_exponential,
 )
 
+from redline._retry import is_transient_status, retrying
 from redline.errors import ConfigError, LLMError, LLMResponseError, LLMUnavailableError
 from redline.llm._base import ChatModel, Completion, Message, Price
 from redline.types import Usage
@@ -104,13 +99,9 @@ class OpenAIChat(ChatModel):
             self._client = self._new_client()
         self._client_loop: asyncio.AbstractEventLoop | None = None
         # A template: each call runs a copy, since tenacity keeps per-run state on it.
-        self._retrying = AsyncRetrying(
-            retry=retry_if_exception(_is_transient),
-            stop=stop_after_attempt(max_attempts),
-            wait=_RetryAfterOr(wait_random_exponential(multiplier=0.5, max=max_wait),
-                               cap=max_wait),
-            before_sleep=self._log_retry,
-        )
+        self._retrying = retrying(transient=_is_transient, headers_of=_headers_of,
+                                  max_attempts=max_attempts, max_wait=max_wait,
+                                  before_sleep=self._log_retry)
 
     def __repr__(self) -> str:
         return f"OpenAIChat(model={self.model!r}, base_url={self.base_url!r})"
@@ -241,52 +232,16 @@ def _resolve_endpoint(base_url: str | None, api_key: str | None) -> tuple[str, s
     return (base_url or _OPENAI_URL).rstrip("/"), api_key or _PLACEHOLDER_KEY
 
 
+def _headers_of(exc: BaseException) -> Mapping[str, str] | None:
+    return exc.response.headers if isinstance(exc, openai.APIStatusError) else None
+
+
 def _is_transient(exc: BaseException) -> bool:
     """Whether trying again may succeed: overload, server faults, the network."""
     if isinstance(exc, openai.APIStatusError):
-        return exc.status_code in (408, 429) or exc.status_code >= 500
+        return is_transient_status(exc.status_code)
     # APITimeoutError is an APIConnectionError.
     return isinstance(exc, openai.APIConnectionError)
-
-
-class _RetryAfterOr:
-    """A tenacity wait: the server's ``Retry-After`` (capped) when sent, else ``fallback``."""
-
-    def __init__(self, fallback: Any, cap: float) -> None:
-        self.fallback = fallback
-        self.cap = cap
-
-    def __call__(self, state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, openai.APIStatusError):
-            delay = _retry_after_seconds(exc.response.headers)
-            if delay is not None:
-                return min(delay, self.cap)
-        return float(self.fallback(state))
-
-
-def _retry_after_seconds(headers: Mapping[str, str]) -> float | None:
-    """Seconds asked by ``Retry-After-Ms`` or ``Retry-After`` (seconds or an HTTP date)."""
-    value = headers.get("retry-after-ms")
-    if value:
-        try:
-            return max(0.0, float(value) / 1000)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def _describe(exc: BaseException | None, timeout: float | None) -> str:
