@@ -278,11 +278,15 @@ class Sandbox:
                 await proc.wait()
                 killed = proc.returncode is None or proc.returncode < 0
             elapsed = time.perf_counter() - started
-            return self._result(proc.returncode, timed_out, elapsed, run_dir, control,
-                                collect)
+            result = self._result(proc.returncode, timed_out, elapsed, run_dir, control,
+                                  collect)
+            # A fork bomb's children may still be forking while the group is killed.
+            killed = killed or result.limit == "processes"
+            return result
         finally:
             # A run killed by a signal had no chance to end what it started outside its
-            # process group (setsid): end every process of its uid before handing it back.
+            # process group (setsid), and a fork bomb's last forks can outrun the group
+            # kill: end every process of its uid before handing the uid back.
             await asyncio.to_thread(_cleanup, run_dir, control, uid if killed else None)
             if uid is not None:
                 _UIDS.release(uid)
@@ -376,19 +380,35 @@ def _kill_group(pgid: int) -> None:
 
 
 def _kill_uid(uid: int) -> None:
-    """SIGKILL every process of `uid` (Linux; elsewhere the next run's sweep does it)."""
+    """SIGKILL every process of `uid` (Linux; elsewhere the next run's sweep does it).
+
+    Sweeps until a pass finds none alive: a fork bomb's survivors of one pass may fork
+    again before their own SIGKILL lands.
+    """
     if not os.path.isdir("/proc"):
         return
+    for _ in range(200):
+        if not _kill_uid_once(uid):
+            return
+        time.sleep(0.005)
+    log.warning("sandbox uid %d: processes still alive after 200 sweeps", uid)
+
+
+def _kill_uid_once(uid: int) -> int:
+    """One sweep of /proc; the number of live (not zombie) processes of `uid` it saw."""
+    alive = 0
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         try:
             with open(os.path.join(entry.path, "status"), encoding="utf-8") as f:
-                uids = next(line for line in f if line.startswith("Uid:")).split()[1:]
-            if str(uid) in uids:
+                fields = dict(line.split(":", 1) for line in f if ":" in line)
+            if str(uid) in fields["Uid"].split() and not fields["State"].strip().startswith("Z"):
+                alive += 1
                 os.kill(int(entry.name), signal.SIGKILL)
-        except (OSError, StopIteration):
+        except (OSError, KeyError):
             continue  # gone meanwhile
+    return alive
 
 
 def _cleanup(run_dir: str, control: list[str], kill_uid: int | None) -> None:
