@@ -50,14 +50,14 @@ async def test_missing_binary_says_what_to_install(tmp_path: Path) -> None:
 async def test_timeout_kills_the_command() -> None:
     result = await run_command("sh -c 'sleep 30' {file.sh}", "", timeout=0.5)
     assert result.timed_out and not result.ok
-    assert result.seconds < 3
+    assert result.seconds < 15  # killed, not the 30 s sleep
 
 
 async def test_a_process_leaving_the_group_does_not_hold_the_run() -> None:
     result = await run_command("sh -c '(setsid sleep 3 &); echo started; sleep 30' {file.sh}",
                                "", timeout=0.5)
     assert result.timed_out and result.output == "started\n"
-    assert result.seconds < 2
+    assert result.seconds < 2.9  # the escaped sleep 3 did not hold the run
 
 
 async def test_output_is_capped() -> None:

@@ -283,7 +283,8 @@ async def test_a_slow_service_times_out(serve) -> None:
     with pytest.raises(FeedbackSourceError, match="no answer within the 0.1 s timeout"):
         await HttpSearch(f"{server.url}/search", timeout=0.1, max_attempts=2,
                          max_wait=0).search("q")
-    assert time.monotonic() - started < 0.45 and len(server.requests) == 2
+    # Two 0.1 s timeouts, not two 0.5 s answers (a loose bound: machines are noisy).
+    assert time.monotonic() - started < 0.95 and len(server.requests) == 2
 
 
 async def test_answers_that_cannot_be_used(serve) -> None:

@@ -160,7 +160,7 @@ async def test_a_cancelled_call_stops_generating_and_frees_the_model(chat: Trans
     started = time.monotonic()
     quick = await chat.complete(MESSAGES, max_tokens=2)  # waits for the model to be free
     assert quick.usage.output_tokens == 2
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 8  # not the ~15 s the cut-off call would take
 
 
 async def test_the_run_budget_clamps_max_tokens(chat: TransformersChat):
