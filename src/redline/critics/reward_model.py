@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
+from redline._hf import DTYPES, HUB_ID, LOAD_ERRORS, dtype_keyword, placement
 from redline.critics._reward_common import (
     CALIBRATION_FILE,
     Calibration,
@@ -29,7 +30,6 @@ from redline.critics._reward_common import (
 )
 from redline.critics.base import Critic
 from redline.errors import ConfigError, CriticError, MissingDependencyError
-from redline.llm.transformers import _DTYPES, _HUB_ID, _LOAD_ERRORS, _dtype_keyword, _placement
 from redline.types import Candidate, Critique, Task
 
 __all__ = ["CALIBRATION_FILE", "Calibration", "RewardModelCritic", "calibrate", "rm_critic"]
@@ -101,8 +101,8 @@ class RewardModelCritic(Critic):
                  batch_size: int = 16, max_wait_ms: float = 2.0,
                  calibration: Calibration | None = None, gate: bool = False,
                  weight: float = 1.0) -> None:
-        if dtype not in _DTYPES:
-            raise ConfigError(f"dtype must be one of {', '.join(_DTYPES)}; got {dtype!r}")
+        if dtype not in DTYPES:
+            raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
         if batch_size < 1 or (max_length is not None and max_length < 8) or max_wait_ms < 0:
             raise ConfigError(f"reward model {os.fspath(model)!r}: batch_size must be >= 1, "
                               f"max_length >= 8 and max_wait_ms >= 0 (got {batch_size}, "
@@ -196,12 +196,12 @@ class RewardModelCritic(Critic):
             import transformers
         except ImportError as exc:
             raise MissingDependencyError("RewardModelCritic", "rm") from exc
-        where, dtype = _placement(torch, self.device, self.dtype)
+        where, dtype = placement(torch, self.device, self.dtype)
         try:
             config = transformers.AutoConfig.from_pretrained(self.source)
             _check_config(self.source, config)
             model, info = transformers.AutoModelForSequenceClassification.from_pretrained(
-                self.source, output_loading_info=True, **{_dtype_keyword(transformers): dtype})
+                self.source, output_loading_info=True, **{dtype_keyword(transformers): dtype})
             tokenizer = transformers.AutoTokenizer.from_pretrained(self.source)
         except _load_errors() as exc:
             hint = "" if self.is_local else (" (a Hub id is downloaded on first use, which "
@@ -334,7 +334,7 @@ def _check_source(model: str | os.PathLike[str]) -> tuple[str, bool]:
                               "with config.json (what save_pretrained writes)")
         return str(path), True
     looks_local = text.startswith((".", "/", "~")) or "\\" in text
-    if isinstance(model, str) and not looks_local and _HUB_ID.fullmatch(text):
+    if isinstance(model, str) and not looks_local and HUB_ID.fullmatch(text):
         return text, False
     raise ConfigError(f"reward model path {text!r} does not exist: give a directory with "
                       "config.json, or a Hugging Face Hub id such as 'owner/name' (Hub "
@@ -346,8 +346,8 @@ def _load_errors() -> tuple[type[BaseException], ...]:
     try:
         from safetensors import SafetensorError
     except ImportError:  # pragma: no cover - transformers requires safetensors
-        return _LOAD_ERRORS
-    return (*_LOAD_ERRORS, SafetensorError)
+        return LOAD_ERRORS
+    return (*LOAD_ERRORS, SafetensorError)
 
 
 def _check_config(source: str, config: Any) -> None:
@@ -384,7 +384,7 @@ def rm_critic(arg: str | None, *, rm_device: str | None = None,
         --critic rm:Skywork/Skywork-Reward-V2-Qwen3-0.6B --rm-device cuda:1
     """
     if not arg or not arg.strip():
-        raise ConfigError("the rm critic needs a model: --critic rm:PATH_OR_HUB_ID")
+        raise ConfigError("the rm critic needs a model: --critic rm:PATH_ORHUB_ID")
     options: dict[str, Any] = {}
     if rm_device:
         options["device"] = rm_device

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import re
 import threading
 import time
 import weakref
@@ -18,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
+from redline._hf import DTYPES, HUB_ID, LOAD_ERRORS, dtype_keyword, placement
 from redline.errors import ConfigError, LLMError, MissingDependencyError
 from redline.llm._base import ChatModel, Completion, Message
 from redline.types import Usage
@@ -26,15 +26,6 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 __all__ = ["TransformersChat"]
-
-_DTYPES = ("auto", "float32", "float16", "bfloat16")
-# What a Hugging Face Hub id looks like: "name" or "owner/name".
-_HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?")
-# Errors from_pretrained raises for a model it cannot load: files missing or unreachable
-# (OSError), an unknown architecture or bad config (ValueError, KeyError), weights that
-# do not fit (RuntimeError), a tokenizer needing a missing package (ImportError).
-_LOAD_ERRORS = (OSError, ValueError, KeyError, RuntimeError, ImportError, TypeError)
-
 
 class TransformersChat(ChatModel):
     """A chat model run in process with Hugging Face transformers.
@@ -76,8 +67,8 @@ class TransformersChat(ChatModel):
         dtype: str = "auto",
         max_concurrency: int = 1,
     ) -> None:
-        if dtype not in _DTYPES:
-            raise ConfigError(f"dtype must be one of {', '.join(_DTYPES)}; got {dtype!r}")
+        if dtype not in DTYPES:
+            raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
         if max_concurrency < 1:
             raise ConfigError(f"max_concurrency must be at least 1, got {max_concurrency}")
         self._source: str | None = None
@@ -187,12 +178,12 @@ class TransformersChat(ChatModel):
             if self._tokenizer is None:
                 self._tokenizer = self._load_tokenizer(transformers, model.name_or_path)
         else:
-            device, dtype = _placement(torch, self.device, self.dtype)
+            device, dtype = placement(torch, self.device, self.dtype)
             try:
                 model = transformers.AutoModelForCausalLM.from_pretrained(
-                    self._source, **{_dtype_keyword(transformers): dtype})
+                    self._source, **{dtype_keyword(transformers): dtype})
                 model = model.to(device)
-            except _LOAD_ERRORS as exc:
+            except LOAD_ERRORS as exc:
                 raise LLMError(f"could not load the model {self.model!r}: {exc}") from exc
             if self._tokenizer is None:
                 self._tokenizer = self._load_tokenizer(transformers, self._source)
@@ -207,7 +198,7 @@ class TransformersChat(ChatModel):
                               "tokenizer from: pass tokenizer=")
         try:
             return transformers.AutoTokenizer.from_pretrained(source)
-        except _LOAD_ERRORS as exc:
+        except LOAD_ERRORS as exc:
             raise LLMError(f"could not load the tokenizer of {self.model!r}: {exc}") from exc
 
     def _prompt(self, messages: Sequence[Message]) -> tuple[str, bool]:
@@ -345,7 +336,7 @@ def _check_source(model_or_path: str | os.PathLike[str]) -> str:
     if path.exists():
         return str(path)
     text = os.fspath(model_or_path)
-    if isinstance(model_or_path, str) and _HUB_ID.fullmatch(text) and ".." not in text:
+    if isinstance(model_or_path, str) and HUB_ID.fullmatch(text) and ".." not in text:
         return text  # a Hub id: from_pretrained will fetch it (or find it in the cache)
     raise ConfigError(f"the model path {text!r} does not exist (and is not a Hugging Face "
                       "Hub id such as 'owner/name')")
@@ -358,23 +349,3 @@ def _import_backend() -> tuple[Any, Any]:
     except ImportError as exc:
         raise MissingDependencyError("TransformersChat", "rm") from exc
     return torch, transformers
-
-
-def _placement(torch: Any, device: str, dtype: str) -> tuple[Any, Any]:
-    """The torch device and dtype for ``device`` / ``dtype`` ("auto" resolved)."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        where = torch.device(device)
-    except RuntimeError as exc:
-        raise ConfigError(f"device {device!r} is not a torch device: {exc}") from exc
-    if dtype == "auto":
-        dtype = "bfloat16" if where.type == "cuda" else "float32"
-    return where, getattr(torch, dtype)
-
-
-def _dtype_keyword(transformers: Any) -> str:
-    # transformers 4.56 renamed from_pretrained's torch_dtype to dtype.
-    from packaging.version import Version
-
-    return "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
