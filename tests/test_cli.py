@@ -209,3 +209,12 @@ def test_progress_lines_on_a_terminal(server: OpenAICompatServer) -> None:
     assert "best 0.40/0.9" in lines[0] and "2 calls" in lines[0]
     assert lines[1].startswith("round 1  judge 1.00  → 1.00")
     assert lines[2] == "stopped: threshold (score 1.000 >= threshold 0.9)"
+
+
+def test_a_rejected_key_is_a_configuration_error() -> None:
+    from redline.testing import Fail
+
+    with OpenAICompatServer([Fail(401)]) as s:
+        out = run(["refine", "Q", "--base-url", s.base_url, "--api-key", "wrong"])
+    assert out.exit_code == 2
+    assert "HTTP 401" in out.stderr and "OPENAI_API_KEY" in out.stderr

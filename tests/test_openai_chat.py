@@ -140,6 +140,7 @@ async def test_bad_request_is_not_retried():
             await chat.complete(MESSAGES)
         await chat.aclose()
     assert not isinstance(caught.value, LLMUnavailableError)
+    assert caught.value.status == 400
     assert "HTTP 400" in str(caught.value)
     assert "max_tokens is too large" in str(caught.value)
     assert len(server.requests) == 1

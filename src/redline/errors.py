@@ -48,7 +48,11 @@ class MissingDependencyError(ConfigError, ImportError):
 
 
 class LLMError(RedlineError):
-    """A chat model call failed."""
+    """A chat model call failed; `status` is the HTTP status when the server sent one."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        self.status = status
+        super().__init__(message)
 
 
 class LLMUnavailableError(LLMError):
@@ -57,7 +61,7 @@ class LLMUnavailableError(LLMError):
     def __init__(self, message: str, *, attempts: int, last_status: int | None) -> None:
         self.attempts = attempts
         self.last_status = last_status
-        super().__init__(message)
+        super().__init__(message, status=last_status)
 
 
 class LLMResponseError(LLMError):

@@ -13,7 +13,7 @@ import click
 
 from redline.cli import EXIT_BELOW_THRESHOLD, EXIT_FAILED, EXIT_OK, EXIT_USAGE, cli
 from redline.cli._progress import ProgressPrinter, make_console
-from redline.errors import ConfigError, LLMUnavailableError, RedlineError
+from redline.errors import ConfigError, LLMError, LLMUnavailableError, RedlineError
 from redline.types import Budget, RefineResult, Task
 
 DEFAULT_FILE_TASK = "Improve the following text. Keep its meaning, fix its errors."
@@ -97,9 +97,11 @@ def refine_command(**opts: Any) -> None:
         _die(str(fail), fail.code)
     except ConfigError as exc:
         _die(str(exc), EXIT_USAGE)
-    except LLMUnavailableError as exc:
-        code = EXIT_USAGE if exc.last_status is None else EXIT_FAILED
-        _die(str(exc), code)
+    except LLMError as exc:
+        # Nothing listening, a wrong key, a wrong model name: the configuration is wrong.
+        wrong_setup = exc.status in (401, 403, 404) or (
+            isinstance(exc, LLMUnavailableError) and exc.last_status is None)
+        _die(str(exc), EXIT_USAGE if wrong_setup else EXIT_FAILED)
     except RedlineError as exc:
         _die(str(exc), EXIT_FAILED)
     except KeyboardInterrupt:

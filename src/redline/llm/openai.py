@@ -140,7 +140,7 @@ class OpenAIChat(ChatModel):
                 f"last error: {_describe(last, self.timeout)}",
                 attempts=attempts, last_status=status) from last
         except openai.APIStatusError as exc:
-            raise LLMError(self._rejected(exc)) from exc
+            raise LLMError(self._rejected(exc), status=exc.status_code) from exc
         except openai.APIResponseValidationError as exc:
             raise LLMResponseError(
                 f"model {self.model!r} at {self.base_url} sent a malformed response: "
