@@ -86,3 +86,10 @@ async def test_a_judge_without_a_model_uses_the_runs_model() -> None:
     assert result.best.score == 1.0 and len(model.calls) == 2
     with pytest.raises(ConfigError, match="has no model"):
         await LLMJudge().critique(TASK, Candidate(text="Paris"))
+
+
+async def test_an_echoed_placeholder_is_not_feedback() -> None:
+    model = ScriptedChat(['{"score": 3, "feedback": "<what must change to reach 10; empty if '
+                          'nothing>"}'])
+    critique = await LLMJudge(model).critique(TASK, Candidate(text="Lyon"))
+    assert critique.score == 0.3 and critique.feedback == ""

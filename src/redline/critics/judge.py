@@ -101,7 +101,10 @@ def _parse(text: str) -> tuple[tuple[float, str] | None, str]:
     if not 0 <= mark <= 10:
         return None, f'"score" is {mark:g}, outside 0 to 10'
     feedback = data.get("feedback", "")
-    return (mark, feedback if isinstance(feedback, str) else json.dumps(feedback)), ""
+    feedback = feedback if isinstance(feedback, str) else json.dumps(feedback)
+    if feedback.strip().startswith("<what must change"):
+        feedback = ""  # small models copy the prompt's placeholder: it is not feedback
+    return (mark, feedback), ""
 
 
 def judge_critic(arg: str | None) -> LLMJudge:
