@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from pydantic import BaseModel, ConfigDict
 
 from redline.errors import ConfigError, FeedbackSourceError
-from redline.feedback_sources.sandbox import _kill_group
+from redline.feedback_sources.sandbox import _wait_then_kill_group
 
 __all__ = ["CommandResult", "parse_command", "run_command"]
 
@@ -161,14 +161,7 @@ async def run_command(command: str | Sequence[str], text: str, *, suffix: str | 
         except OSError as exc:
             raise FeedbackSourceError(f"command {argv[0]!r} could not start: "
                                       f"{exc.strerror or exc}") from exc
-        timed_out = False
-        try:
-            await asyncio.wait_for(proc.wait(), timeout)
-        except TimeoutError:
-            timed_out = True
-        finally:
-            _kill_group(proc.pid)
-            await proc.wait()
+        timed_out = await _wait_then_kill_group(proc, timeout)
         seconds = time.perf_counter() - started
         total = out.seek(0, os.SEEK_END)
         out.seek(0)

@@ -266,16 +266,9 @@ class Sandbox:
             finally:
                 for fd in fds:
                     os.close(fd)
-            timed_out = False
             try:
-                await asyncio.wait_for(proc.wait(), timeout)
-            except TimeoutError:
-                timed_out = True
+                timed_out = await _wait_then_kill_group(proc, timeout)
             finally:
-                # Whatever happened (exit, timeout, cancellation), nothing of the run's
-                # process group outlives it.
-                _kill_group(proc.pid)
-                await proc.wait()
                 killed = proc.returncode is None or proc.returncode < 0
             elapsed = time.perf_counter() - started
             result = self._result(proc.returncode, timed_out, elapsed, run_dir, control,
@@ -370,6 +363,22 @@ def _collect(run_dir: str, names: tuple[str, ...], limit: int) -> dict[str, str]
             with open(path, "rb") as f:
                 found[name] = f.read(limit).decode("utf-8", errors="replace")
     return found
+
+
+async def _wait_then_kill_group(proc: asyncio.subprocess.Process, timeout: float) -> bool:
+    """Wait for `proc` up to `timeout` seconds, then kill its whole process group.
+
+    Whatever happens (exit, timeout, cancellation), nothing of the group outlives the
+    call. Returns whether the timeout was hit.
+    """
+    try:
+        await asyncio.wait_for(proc.wait(), timeout)
+        return False
+    except TimeoutError:
+        return True
+    finally:
+        _kill_group(proc.pid)
+        await proc.wait()
 
 
 def _kill_group(pgid: int) -> None:
