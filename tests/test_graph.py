@@ -82,3 +82,39 @@ async def test_an_interrupted_run_resumes_without_repeating_round_one(tmp_path: 
     async with sqlite.AsyncSqliteSaver.from_conn_string(db) as saver:
         again = await redline.arefine(task, model=idle, critics=critics, checkpointer=saver)
     assert again == result and idle.calls == []
+
+
+def test_resume_works_with_langgraphs_strict_deserialization(tmp_path: Path) -> None:
+    """With LANGGRAPH_STRICT_MSGPACK=true only the graph's schema types may be restored
+    (LangGraph's announced default): redline's state types must be among them."""
+    pytest.importorskip("langgraph.checkpoint.sqlite.aio")
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        import asyncio, redline
+        from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+        from redline.errors import LLMError
+        from redline.testing import ScriptedChat
+        scores = {{"a": 0.2, "b": 1.0}}
+        task = redline.Task(prompt="Q", id="strict")
+        async def main():
+            async with AsyncSqliteSaver.from_conn_string({str(tmp_path / 'c.sqlite')!r}) as s:
+                try:
+                    await redline.arefine(task, model=ScriptedChat(["a", LLMError("x")]),
+                                          critics=[lambda t: scores[t]], checkpointer=s)
+                except LLMError:
+                    pass
+            async with AsyncSqliteSaver.from_conn_string({str(tmp_path / 'c.sqlite')!r}) as s:
+                r = await redline.arefine(task, model=ScriptedChat(["b"]),
+                                          critics=[lambda t: scores[t]], checkpointer=s)
+            print(r.stop_reason.value, [s.candidate.text for r_ in r.rounds for s in r_.scored])
+        asyncio.run(main())
+    """)
+    env = {**os.environ, "LANGGRAPH_STRICT_MSGPACK": "true"}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "threshold ['a', 'b']"
+    assert "Blocked deserialization" not in out.stderr
