@@ -11,6 +11,7 @@ import sys
 import weakref
 from pathlib import Path
 
+import hf_tiny
 import pytest
 
 import redline
@@ -32,13 +33,6 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
 
-CORPUS = [
-    "The quick brown fox jumps over the lazy dog.",
-    "A model answers questions, and critics score the answers.",
-    "Paris is the capital of France; Rome is the capital of Italy.",
-    "Numbers: one two three four five six seven eight nine ten.",
-    "def square(x): return x * x",
-] * 4
 SPECIAL = ["<unk>", "<pad>", "<eos>", "<cls>", "<sep>", "<|user|>", "<|assistant|>"]
 TEMPLATE = "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<eos>{% endfor %}"
 TASK = Task(prompt="What is the capital of France?", id="capital")
@@ -48,24 +42,7 @@ ANSWERS = ["Paris.", "The capital of France is Paris.", "Rome is the capital of 
 
 
 def build_tokenizer(chat_template: str | None):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-
-    raw = Tokenizer(models.BPE(unk_token="<unk>"))
-    raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    raw.decoder = decoders.ByteLevel()
-    raw.train_from_iterator(CORPUS, trainers.BpeTrainer(
-        vocab_size=300, special_tokens=SPECIAL,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    cls, sep = raw.token_to_id("<cls>"), raw.token_to_id("<sep>")
-    raw.post_processor = processors.TemplateProcessing(
-        single="<cls> $A <sep>", pair="<cls> $A <sep> $B:1 <sep>:1",
-        special_tokens=[("<cls>", cls), ("<sep>", sep)])
-    tokenizer = transformers.PreTrainedTokenizerFast(
-        tokenizer_object=raw, unk_token="<unk>", pad_token="<pad>", eos_token="<eos>",
-        cls_token="<cls>", sep_token="<sep>")
-    if chat_template is not None:
-        tokenizer.chat_template = chat_template
-    return tokenizer
+    return hf_tiny.build_tokenizer(SPECIAL, chat_template=chat_template, pair_markers=True)
 
 
 def build_reward_model(folder: Path, *, chat: bool = True, causal: bool = False) -> Path:

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import hf_tiny
 import pytest
 
 import redline
@@ -23,13 +24,6 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
 
-CORPUS = [
-    "The quick brown fox jumps over the lazy dog.",
-    "A model answers questions, and critics score the answers.",
-    "Paris is the capital of France; Rome is the capital of Italy.",
-    "Numbers: one two three four five six seven eight nine ten.",
-    "def square(x): return x * x",
-] * 4
 SPECIAL = ["<unk>", "<pad>", "<eos>", "<|system|>", "<|user|>", "<|assistant|>"]
 TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<eos>{% endfor %}"
             "{% if add_generation_prompt %}<|assistant|>{% endif %}")
@@ -38,19 +32,7 @@ MESSAGES = [{"role": "system", "content": "Be brief."},
 
 
 def build_tokenizer(chat_template: str | None):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    raw = Tokenizer(models.BPE(unk_token="<unk>"))
-    raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    raw.decoder = decoders.ByteLevel()
-    raw.train_from_iterator(CORPUS, trainers.BpeTrainer(
-        vocab_size=300, special_tokens=SPECIAL,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    tokenizer = transformers.PreTrainedTokenizerFast(
-        tokenizer_object=raw, unk_token="<unk>", pad_token="<pad>", eos_token="<eos>")
-    if chat_template is not None:
-        tokenizer.chat_template = chat_template
-    return tokenizer
+    return hf_tiny.build_tokenizer(SPECIAL, chat_template=chat_template)
 
 
 @pytest.fixture(scope="module")
