@@ -19,7 +19,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
-__all__ = ["is_transient_status", "retry_after_seconds", "retrying"]
+__all__ = ["is_transient_status", "retry_after_seconds", "retrying", "root_cause"]
 
 HeadersOf = Callable[[BaseException], Mapping[str, str] | None]
 
@@ -27,6 +27,18 @@ HeadersOf = Callable[[BaseException], Mapping[str, str] | None]
 def is_transient_status(status: int) -> bool:
     """Statuses worth another try: timeouts (408), overload (429), server faults (5xx)."""
     return status in (408, 429) or status >= 500
+
+
+def root_cause(exc: BaseException) -> BaseException:
+    """The innermost exception of a chain: for a failed connection, the useful line
+    ("[Errno 111] Connection refused") sits below the wrappers of openai, httpx, httpcore."""
+    root = exc
+    for _ in range(8):
+        below = root.__cause__ or root.__context__
+        if below is None:
+            break
+        root = below
+    return root
 
 
 def retry_after_seconds(headers: Mapping[str, str]) -> float | None:

@@ -22,6 +22,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from redline._files import read_config_text
 from redline.critics.base import Critic
 from redline.errors import ConfigError, CriticError
 from redline.feedback_sources._code import extract_python
@@ -74,13 +75,7 @@ class PythonTestsCritic(Critic):
     @classmethod
     def from_file(cls, path: str | Path, **kwargs: Any) -> PythonTestsCritic:
         """A critic whose tests are read from a Python file."""
-        try:
-            tests = Path(path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"cannot read tests file {str(path)!r}: {exc.strerror}") from exc
-        if not tests.strip():
-            raise ConfigError(f"tests file {str(path)!r} is empty")
-        return cls(tests, **kwargs)
+        return cls(read_config_text(path, "tests file"), **kwargs)
 
     def suite_for(self, task: Task) -> TestSuite:
         """The tests this task's candidates are judged by."""

@@ -8,6 +8,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+from redline._files import read_config_text
 from redline.agents._prompts import render
 from redline.critics._json import find_json
 from redline.critics.base import Critic
@@ -47,13 +48,7 @@ class LLMJudge(Critic):
     @classmethod
     def from_rubric_file(cls, path: str | Path, **kwargs: Any) -> LLMJudge:
         """A judge whose rubric is read from a text file."""
-        try:
-            rubric = Path(path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"cannot read rubric file {str(path)!r}: {exc.strerror}") from exc
-        if not rubric.strip():
-            raise ConfigError(f"rubric file {str(path)!r} is empty")
-        return cls(rubric=rubric, **kwargs)
+        return cls(rubric=read_config_text(path, "rubric file"), **kwargs)
 
     async def critique(self, task: Task, candidate: Candidate) -> Critique:
         model = self.model or run_model()

@@ -15,7 +15,7 @@ from tenacity import (
     RetryError,
 )
 
-from redline._retry import is_transient_status, retrying
+from redline._retry import is_transient_status, retrying, root_cause
 from redline.errors import ConfigError, FeedbackSourceError
 from redline.feedback_sources._hits import Hit
 
@@ -193,14 +193,7 @@ class HttpSearch:
         if isinstance(exc, httpx.TimeoutException):
             return f"no answer within the {self.timeout:g} s timeout"
         if isinstance(exc, httpx.TransportError):
-            # The useful line ("[Errno 111] Connection refused") is at the bottom of a
-            # chain of wrappers (httpx, httpcore).
-            root: BaseException = exc
-            for _ in range(8):
-                below = root.__cause__ or root.__context__
-                if below is None:
-                    break
-                root = below
+            root = root_cause(exc)
             return f"connection failed ({type(root).__name__}: {root})"
         return repr(exc)
 

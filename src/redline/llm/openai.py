@@ -21,7 +21,7 @@ from tenacity import (
     RetryError,
 )
 
-from redline._retry import is_transient_status, retrying
+from redline._retry import is_transient_status, retrying, root_cause
 from redline.errors import ConfigError, LLMError, LLMResponseError, LLMUnavailableError
 from redline.llm._base import ChatModel, Completion, Message, Price
 from redline.types import Usage
@@ -251,14 +251,7 @@ def _describe(exc: BaseException | None, timeout: float | None) -> str:
     if isinstance(exc, openai.APITimeoutError):
         return f"no answer within the {timeout:g} s timeout" if timeout else "timed out"
     if isinstance(exc, openai.APIConnectionError):
-        # The useful line ("[Errno 111] Connect call failed") is at the bottom of a
-        # chain of wrappers (openai, httpx, httpcore).
-        root: BaseException = exc
-        for _ in range(8):
-            below = root.__cause__ or root.__context__
-            if below is None:
-                break
-            root = below
+        root = root_cause(exc)
         if root is exc:
             return f"connection failed ({exc.message})"
         return f"connection failed ({type(root).__name__}: {root})"
