@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import re
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
@@ -19,7 +20,7 @@ from typing import Any, Literal, Self, TypedDict
 
 from pydantic import BaseModel, ConfigDict
 
-from redline.errors import BudgetExceeded
+from redline.errors import BudgetExceeded, ConfigError
 from redline.types import Budget, Usage
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "Price",
     "Tally",
     "current_meter",
+    "json_schema_format",
     "run_model",
     "using_run_model",
 ]
@@ -92,13 +94,30 @@ class ChatModel(ABC):
         stop: Sequence[str] | None = None,
         seed: int | None = None,
         response_format: dict[str, Any] | None = None,
+        json_schema: dict[str, Any] | None = None,
     ) -> Completion:
         """Complete a conversation, within the budget of the current run if there is one.
 
+        Args:
+            messages: the conversation.
+            max_tokens: the reply's token limit (clamped to what the run's budget leaves).
+            temperature: the sampling temperature.
+            stop: strings that end the reply.
+            seed: a sampling seed, for servers that honour one.
+            response_format: sent to the server as it is (OpenAI's ``response_format``).
+            json_schema: ask for a reply that is JSON matching this schema, in the
+                server's own dialect (see `structured_format`). The reply may still not
+                match (a server without constrained decoding): callers parse it.
+
         Raises:
             BudgetExceeded: the call would pass a limit of the current run.
+            ConfigError: both ``response_format`` and ``json_schema`` were given.
             LLMError: the call failed.
         """
+        if json_schema is not None:
+            if response_format is not None:
+                raise ConfigError("complete(): give response_format or json_schema, not both")
+            response_format = self.structured_format(json_schema)
         meter = current_meter()
         reservation = meter.reserve(self, messages, max_tokens) if meter else None
         if reservation:
@@ -132,6 +151,16 @@ class ChatModel(ABC):
         _record(reservation, meter, usage)
         return completion.model_copy(update={"usage": usage})
 
+    def structured_format(self, schema: dict[str, Any]) -> dict[str, Any] | None:
+        """The ``response_format`` that asks this model's server for JSON matching `schema`.
+
+        The default is OpenAI's structured outputs, which OpenAI, vLLM, llama.cpp's
+        ``llama-server`` and Ollama's OpenAI-compatible endpoint (which turns it into its
+        own ``format``) understand. Models whose server speaks another dialect override
+        it; None means the server cannot be asked, and callers parse and re-ask.
+        """
+        return json_schema_format(schema)
+
     @abstractmethod
     async def _complete(
         self,
@@ -162,6 +191,20 @@ class ChatModel(ABC):
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+
+def json_schema_format(schema: dict[str, Any]) -> dict[str, Any]:
+    """OpenAI's ``response_format`` for `schema`: ``{"type": "json_schema", ...}``.
+
+    The schema's ``title`` names it (OpenAI requires a name of letters, digits, ``_``
+    and ``-``); strict mode is asked only when every property is required and no other
+    is allowed, as OpenAI's strict mode demands.
+    """
+    name = re.sub(r"[^A-Za-z0-9_-]", "_", str(schema.get("title") or "reply"))[:64]
+    strict = (schema.get("additionalProperties") is False
+              and set(schema.get("required", ())) == set(schema.get("properties", {})))
+    return {"type": "json_schema",
+            "json_schema": {"name": name, "schema": schema, "strict": strict}}
 
 
 @dataclass
