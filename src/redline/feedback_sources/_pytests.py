@@ -2,9 +2,22 @@
 
 A `TestSuite` is a plan: the steps of a test module (setup statements, top-level
 ``assert`` statements, ``test_*`` functions and ``Test*`` classes, the body of a
-HumanEval-style ``check(candidate)``) or doctest examples. `run_tests` runs the code
-and the suite in one sandbox process (``_pytests_child.py`` is the harness), each test
-under its own timer, and returns a `TestReport` naming every test's outcome.
+HumanEval-style ``check(candidate)``) or doctest examples. `run_tests` runs them and
+returns a `TestReport` naming every test's outcome.
+
+Verdicts are decided outside the candidate's process. `run_tests` starts two
+sandboxes at once, joined by two pipes that this process makes: the *server*
+(``_pytests_server.py``) loads the candidate's code and answers requests; the
+*harness* (``_pytests_child.py``) runs the tests, each under its own timer, with the
+candidate's names bound to plain values or to references whose calls are requests to
+the server (``_wire.py``: values cross as data; an object that is not plain data
+comes back as a reference that equals nothing but itself). The harness alone holds
+the fd of the results file. So whatever the candidate does in its process — patching
+anything there, printing or writing fake results, exiting early — the only thing it
+can change is the data its functions return, and the harness compares that itself.
+What looks like tampering (builtins or the server replaced, malformed or unasked-for
+replies, fake result records, the process ending itself mid-test) is reported in
+`TestReport.tampering`, and a critique scores such a candidate 0.
 """
 
 from __future__ import annotations
@@ -12,17 +25,25 @@ from __future__ import annotations
 import ast
 import doctest
 import json
+import os
 import re
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from redline.feedback_sources.sandbox import Sandbox, SandboxResult
+from redline.feedback_sources.sandbox import Sandbox, SandboxJob, SandboxResult
 
 __all__ = ["TestOutcome", "TestReport", "TestSuite", "feedback", "run_tests"]
 
-_HARNESS = Path(__file__).with_name("_pytests_child.py").read_text(encoding="utf-8")
+_HERE = Path(__file__).parent
+_WIRE = (_HERE / "_wire.py").read_text(encoding="utf-8")
+_HARNESS = _WIRE + "\n" + (_HERE / "_pytests_child.py").read_text(encoding="utf-8")
+_SERVER = _WIRE + "\n" + (_HERE / "_pytests_server.py").read_text(encoding="utf-8")
 _RESULTS = ".redline-results.jsonl"
+_START = 10.0
+"""Seconds the harness waits for the server's interpreter to start (beyond the load)."""
+_FAKE_RECORD = re.compile(r'"(?:ok|event|passed)"\s*:\s*(?:true|"done"|"load")')
 
 
 @dataclass(frozen=True)
@@ -158,6 +179,10 @@ class TestReport:
     """``syntax``, ``error`` (an exception or a limit) or ``timeout``."""
     suspects: frozenset[str] = field(default_factory=frozenset)
     """Tests to leave out of the score and the feedback (generated tests thought wrong)."""
+    tampering: tuple[str, ...] = ()
+    """What the candidate did to the test machinery, when it tried (scores 0)."""
+    harness: SandboxResult | None = None
+    """The harness's sandbox run (`run` is the candidate's)."""
 
     @property
     def counted(self) -> list[TestOutcome]:
@@ -177,29 +202,57 @@ class TestReport:
 
 async def run_tests(sandbox: Sandbox, code: str, suite: TestSuite, *, timeout: float,
                     test_timeout: float) -> TestReport:
-    """Run `code` (as module ``solution``) and then `suite` in one sandbox process."""
-    plan = {"tests_source": suite.source, "steps": list(suite.steps),
-            "entry_point": suite.entry_point, "test_timeout": test_timeout}
-    run = await sandbox.run(_HARNESS, files={"solution.py": code, "tests.py": suite.source,
-                                             "plan.json": json.dumps(plan)},
-                            collect=[_RESULTS], timeout=timeout)
-    records = _records(run.files.get(_RESULTS, ""))
+    """Run `suite` against `code` (the module ``solution``): two sandboxes, see above."""
+    requests, replies = os.pipe(), os.pipe()
+    with tempfile.TemporaryFile() as results:
+        fds = [requests[1], replies[0], os.dup(results.fileno())]
+        plan = {"tests_source": suite.source, "steps": list(suite.steps),
+                "entry_point": suite.entry_point, "test_timeout": test_timeout,
+                "start_timeout": _START, "fds": fds}
+        server = {"fds": [requests[0], replies[1]], "test_timeout": test_timeout}
+        jobs = [SandboxJob(_HARNESS, {"tests.py": suite.source, "plan.json": json.dumps(plan)},
+                           pass_fds=fds),
+                SandboxJob(_SERVER, {"solution.py": code, "server.json": json.dumps(server)},
+                           collect=[_RESULTS], pass_fds=server["fds"])]
+        harness, run = await sandbox.run_group(jobs, timeout=timeout)
+        results.seek(0)
+        records = _records(results.read().decode("utf-8", errors="replace"))
+    tampering = _tampering(records, run)
+    timed_out = run.timed_out or harness.timed_out
     load = next((r for r in records if r.get("event") == "load"), None)
     outcomes = [TestOutcome(str(r["name"]), r.get("ok") is True, str(r.get("detail", "")))
                 for r in records if "name" in r]
     if load is None or not load["ok"]:
         kind: Literal["syntax", "error", "timeout"] = \
-            load["kind"] if load else ("timeout" if run.timed_out else "error")
-        detail = load["detail"] if load else _stopped(run, timeout)
+            load["kind"] if load else ("timeout" if timed_out else "error")
+        detail = load["detail"] if load and not _gone(records) else _stopped(run, timeout)
         failed = tuple(TestOutcome(n, False, "did not run") for n in suite.names)
-        return TestReport(failed, run, error=detail, error_kind=kind)
+        return TestReport(failed, run, error=detail, error_kind=kind, tampering=tampering,
+                          harness=harness)
     if not any(r.get("event") == "done" for r in records):
         reported = {o.name.split("[")[0] for o in outcomes} | {o.name for o in outcomes}
         missing = [n for n in suite.names if n not in reported]
-        reason = _stopped(run, timeout)
+        reason = _stopped(harness if harness.timed_out else run, timeout)
         outcomes += [TestOutcome(n, False, reason if i == 0 else f"did not run ({reason})")
                      for i, n in enumerate(missing)]
-    return TestReport(tuple(outcomes), run)
+    return TestReport(tuple(outcomes), run, tampering=tampering, harness=harness)
+
+
+def _gone(records: list[dict[str, Any]]) -> bool:
+    return any(r.get("event") == "gone" for r in records)
+
+
+def _tampering(records: list[dict[str, Any]], run: SandboxResult) -> tuple[str, ...]:
+    """What the candidate's process did to the machinery, from both sides' evidence."""
+    found = [str(r.get("detail", "")) for r in records if r.get("event") == "tamper"]
+    if _gone(records) and run.exit_code >= 0 and not run.timed_out and run.limit is None:
+        found.append(f"the code ended its own process (exit status {run.exit_code}) "
+                     "while being tested")
+    if _RESULTS in run.files:
+        found.append(f"the code wrote a results file ({_RESULTS})")
+    if _FAKE_RECORD.search(run.stdout) or _FAKE_RECORD.search(run.stderr):
+        found.append("the code printed what look like test results")
+    return tuple(dict.fromkeys(found))
 
 
 def _records(text: str) -> list[dict[str, Any]]:

@@ -1,23 +1,27 @@
-"""The test harness that runs inside the sandbox (as its ``main.py``).
+"""The test harness (the sandbox's ``main.py``, after ``_wire.py``'s source).
 
-Standard library only. It loads ``solution.py`` as the module ``solution``, then runs
-the steps of ``plan.json`` in order against ``tests.py`` (or doctest examples), each
-under its own timer, writing one JSON line per outcome to ``.redline-results.jsonl``
-as it goes, so what finished is known even if the run is killed.
+Standard library only. The candidate's code runs in another sandboxed process (the
+server, ``_pytests_server.py``); this one holds the tests and decides every verdict.
+The candidate's module-level names are bound here as data (plain values) or as
+`Remote` references whose calls, attributes and iteration are requests over the pipe,
+answered with data. So ``assert add(2, 3) == 5`` calls ``add`` in the candidate's
+process, gets ``5`` back as a plain ``int`` built here, and compares it here. Steps of
+``plan.json`` run in order against ``tests.py`` (or doctest examples), each under its
+own timer; one JSON line per outcome goes to the results fd (which only this process
+holds) as it goes, so what finished is known even if the run is killed.
 """
 
 import ast
+import builtins
 import functools
 import inspect
 import itertools
-import json
 import re
 import signal
 import sys
 import traceback
 import types
 
-RESULTS = ".redline-results.jsonl"
 HARNESS = "main.py"
 
 
@@ -31,12 +35,166 @@ def _alarm(signum, frame):
 
 with open("plan.json", encoding="utf-8") as f:
     PLAN = json.load(f)
-_out = open(RESULTS, "w", encoding="utf-8")  # open for the whole run
+REQUESTS, REPLIES, RESULTS = PLAN["fds"]
 
 
 def emit(**record):
-    _out.write(json.dumps(record) + "\n")
-    _out.flush()
+    send(RESULTS, record)  # noqa: F821 (from _wire.py's source)
+
+
+class CandidateGone(BaseException):
+    """The candidate's process ended, hung or broke the protocol: no more calls."""
+
+
+class CandidateError(Exception):
+    """An exception of the candidate's code whose type is not a builtin one."""
+
+
+_ERROR_TYPES = {}
+
+
+class Link:
+    """The pipe to the candidate's process: one request at a time, replies by id."""
+
+    def __init__(self):
+        self.reader = Reader(REPLIES)  # noqa: F821
+        self.next_id = 1
+        self.dead = None
+        self.tamper = []
+
+    def receive(self, want):
+        while True:
+            try:
+                message = self.reader.read()
+            except ProtocolError as exc:  # noqa: F821
+                self.fail(f"the code's process sent malformed data ({exc})", tamper=True)
+            except OSError as exc:
+                self.fail(f"the pipe to the code's process broke ({exc})")
+            if message is None:
+                self.fail("the code's process ended while being tested", gone=True)
+            if type(message.get("id")) is not int or message["id"] > want:
+                self.fail("the code's process sent a reply nobody asked for", tamper=True)
+            for problem in message.get("tamper") or []:
+                if str(problem) not in self.tamper:
+                    self.tamper.append(str(problem))
+                    emit(event="tamper", detail=str(problem))
+            if message["id"] == want:
+                return message
+
+    def fail(self, why, tamper=False, gone=False):
+        if self.dead is None:
+            self.dead = why
+            if tamper:
+                emit(event="tamper", detail=why)
+            if gone:
+                emit(event="gone", detail=why)
+        raise CandidateGone(why)
+
+    def request(self, op, ref, args=(), kwargs=None):
+        if self.dead is not None:
+            raise CandidateGone(self.dead)
+        message = {"id": self.next_id, "op": op, "ref": ref,
+                   "args": [encode(a, local) for a in args],  # noqa: F821
+                   "kwargs": {str(k): encode(v, local)  # noqa: F821
+                              for k, v in (kwargs or {}).items()}}
+        self.next_id += 1
+        try:
+            send(REQUESTS, message)  # noqa: F821
+        except OSError as exc:
+            self.fail(f"the code's process stopped listening ({exc})", gone=True)
+        answer = self.receive(message["id"])
+        text = answer.get("stdout")
+        if type(text) is str and text:
+            sys.stdout.write(text)
+        if answer.get("timeout"):
+            raise _Timeout
+        if "error" in answer:
+            raise remote_error(answer["error"])
+        if "value" not in answer:
+            self.fail("the code's process sent a reply without a value", tamper=True)
+        try:
+            return decode(answer["value"], remote)  # noqa: F821
+        except ProtocolError as exc:  # noqa: F821
+            self.fail(f"the code's process sent malformed data ({exc})", tamper=True)
+
+
+def local(value):
+    """What is not plain data here cannot be sent, except the candidate's own objects."""
+    if isinstance(value, Remote):
+        return object.__getattribute__(value, "_id")
+    raise TypeError(f"a {type(value).__name__} cannot be passed to the code under test "
+                    "(only plain data crosses into its sandbox)")
+
+
+def remote_error(data):
+    """The exception the candidate's code raised, rebuilt here from data."""
+    if type(data) is not dict:
+        data = {}
+    name, message = str(data.get("type", "Exception")), str(data.get("message", ""))
+    kind = getattr(builtins, name, None)
+    if not (data.get("builtin") is True and isinstance(kind, type)
+            and issubclass(kind, BaseException)) or issubclass(
+                kind, (SystemExit, KeyboardInterrupt, GeneratorExit)):
+        kind = _ERROR_TYPES.get(name)
+        if kind is None:
+            kind = _ERROR_TYPES[name] = type(name if name.isidentifier() else "Error",
+                                             (CandidateError,), {"__module__": "solution"})
+    try:
+        exc = kind(message) if message else kind()
+    except Exception:
+        exc = CandidateError(f"{name}: {message}")
+    if data.get("traceback"):
+        exc.add_note("In the code under test:\n" + str(data["traceback"])[-2000:])
+    return exc
+
+
+class Remote:
+    """An object of the candidate's process: its repr, and requests for the rest.
+
+    It equals nothing but itself: comparisons need data.
+    """
+
+    __slots__ = ("_id", "_repr", "_type")
+
+    def __repr__(self):
+        return object.__getattribute__(self, "_repr")
+
+    def _ask(self, op, *args, **kwargs):
+        return LINK.request(op, object.__getattribute__(self, "_id"), args, kwargs)
+
+    def __call__(self, *args, **kwargs):
+        return Remote._ask(self, "call", *args, **kwargs)
+
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return Remote._ask(self, "getattr", name)
+
+    def __getitem__(self, key):
+        return Remote._ask(self, "getitem", key)
+
+    def __len__(self):
+        return Remote._ask(self, "len")
+
+    def __iter__(self):
+        return Remote._ask(self, "iter")
+
+    def __next__(self):
+        return Remote._ask(self, "next")
+
+    def __bool__(self):
+        return Remote._ask(self, "bool") is True
+
+    def __contains__(self, item):
+        return Remote._ask(self, "contains", item) is True
+
+
+def remote(ref_id, text, type_name):
+    value = object.__new__(Remote)
+    object.__setattr__(value, "_id", ref_id)
+    object.__setattr__(value, "_repr", text)
+    object.__setattr__(value, "_type", type_name)
+    return value
 
 
 def timed(fn, *args):
@@ -49,6 +207,8 @@ def timed(fn, *args):
 
 def describe(exc, limit=2000):
     """The traceback without the harness's frames, trimmed to its end."""
+    if isinstance(exc, CandidateGone):
+        return f"did not run: {exc}"
     if isinstance(exc, _Timeout):
         return f"timed out after {PLAN['test_timeout']:g} s (an infinite loop?)"
     te = traceback.TracebackException.from_exception(exc, limit=30)
@@ -188,29 +348,47 @@ def run_doctest(step, ns):
 
 
 def load_solution():
-    with open("solution.py", "rb") as f:
-        source = f.read()
+    """Wait for the candidate's hello: its module's names, or why it did not load."""
+    signal.setitimer(signal.ITIMER_REAL, PLAN["test_timeout"] + PLAN["start_timeout"])
     try:
-        code = compile(source, "solution.py", "exec")
-    except (SyntaxError, ValueError) as exc:
-        emit(event="load", ok=False, kind="syntax",
-             detail="".join(traceback.format_exception_only(exc)).strip())
+        hello = LINK.receive(0)
+    except (CandidateGone, _Timeout) as exc:
+        timed_out = isinstance(exc, _Timeout)
+        emit(event="load", ok=False, kind="timeout" if timed_out else "error",
+             detail=f"timed out after {PLAN['test_timeout']:g} s" if timed_out else str(exc))
+        return None
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+    if hello.get("stdout"):
+        sys.stdout.write(str(hello["stdout"]))
+    if hello.get("load") != "ok":
+        kind = hello.get("load")
+        emit(event="load", ok=False,
+             kind=kind if kind in ("syntax", "error", "timeout") else "error",
+             detail=str(hello.get("detail", ""))[-4000:])
+        return None
+    try:
+        names = decode(hello.get("names"), remote)  # noqa: F821
+        if type(names) is not dict:
+            raise ProtocolError("names are not a mapping")  # noqa: F821
+    except ProtocolError as exc:  # noqa: F821
+        emit(event="tamper", detail=f"the code's process sent malformed data ({exc})")
+        emit(event="load", ok=False, kind="error", detail="malformed names")
         return None
     module = types.ModuleType("solution")
     module.__file__ = "solution.py"
+    for key, value in names.items():
+        if type(key) is str:
+            setattr(module, key, value)
     sys.modules["solution"] = module
-    try:
-        timed(exec, code, module.__dict__)
-    except BaseException as exc:  # the code's failure is the outcome
-        emit(event="load", ok=False, kind="timeout" if isinstance(exc, _Timeout) else "error",
-             detail=describe(exc))
-        return None
     emit(event="load", ok=True)
     return module
 
 
 def main():
+    global LINK
     signal.signal(signal.SIGALRM, _alarm)
+    LINK = Link()
     solution = load_solution()
     if solution is None:
         return
@@ -248,6 +426,7 @@ def main():
                 except BaseException as exc:
                     emit(name=step["name"], ok=False, detail=describe(exc))
     emit(event="done")
+    sys.stdout.flush()
 
 
 def _missing(entry):

@@ -1,25 +1,41 @@
 """The sandbox's child side: confine this process, then run ``main.py`` from the cwd.
 
 `redline.feedback_sources.sandbox` copies this file into its base directory once and
-starts each run with ``python -I -X utf8 -c "import it; it.main()" MAIN UID STATUS_FD
-CPU MEMORY FSIZE NPROC`` in a fresh run directory (the cwd; UID is empty to keep the
-user, MEMORY 0 for no limit), so that its bytecode is cached. Standard library only, and
-as few imports as can be (``json`` alone would add 3 ms to every run): it runs before
-anything else in the child and must not import redline. Steps, each reported (never faked) as a
-Python literal on the status fd before the untrusted code starts:
+starts each run with ``python -I -X utf8 -c "import it; it.main()" MODE MAIN UID
+STATUS_FD CPU MEMORY FSIZE NPROC FDS COLLECT`` (UID empty to keep the user, MEMORY 0 for
+no limit, FDS the comma-separated fds the program keeps, COLLECT the newline-separated
+files to send back), so that its bytecode is cached. Standard library only, and as few
+imports as can be (``json`` alone would add 3 ms to every run): it runs before anything
+else in the child and must not import redline. What it applied is reported (never
+faked) as a Python literal line on the status fd before the untrusted code starts.
+
+MODE ``bwrap``: bubblewrap made the namespaces and the filesystem (see ``_bwrap.py``).
+This process copies the prepared run directory into its working directory (a
+size-limited tmpfs) and forks: the child switches to the run's uid (as root), sets the
+limits and runs the code; the parent, which the code cannot signal (it stays root, or
+is the user namespace's), waits for it and writes its wait status and the files asked
+for as a second literal line. When the parent exits, bwrap ends the PID namespace and
+every process of the run.
+
+MODE ``ns`` (no bubblewrap): the namespaces by hand, through ``ctypes``:
 
 1. Linux: new network namespace (no interface but a down loopback, so no network) and
    new mount namespace; as a non-root user inside a new user namespace.
 2. With the mount namespace: the run directory is bind-mounted over ``/tmp`` and
    ``/dev/shm`` (and ``/var/tmp``), so every world-writable place the code can write is
    its own run directory; the cwd becomes ``/tmp``.
-3. As root with ``uid`` set: directories on the interpreter's paths that other users
-   cannot enter (``/root`` when Python lives in ``/root/.pyenv``) are replaced, in this
-   mount namespace only, by a tmpfs holding read-only bind mounts of what Python needs;
-   then the process switches to that unprivileged uid and kills every other process of
-   it (an earlier run's leftovers) now and again when the code ends.
-4. Resource limits: core dumps off, CPU seconds, address space, file size and, where the
-   kernel enforces it for this process, the process count.
+3. As root with ``uid`` set: ``/proc`` is mounted again with ``hidepid=2`` (other
+   users' processes, their command lines and environments, are invisible); directories
+   on the interpreter's paths that other users cannot enter (``/root`` when Python lives
+   in ``/root/.pyenv``) are replaced, in this mount namespace only, by a tmpfs holding
+   read-only bind mounts of what Python needs; then the process switches to that
+   unprivileged uid and kills every other process of it (an earlier run's leftovers)
+   now and again when the code ends.
+
+Both modes then set the limits: core dumps off, CPU seconds, file size and, where the
+kernel enforces it for this run alone, the process count with an address-space limit
+of MEMORY / NPROC per process, so that the run as a whole holds MEMORY (without a
+process limit, MEMORY applies to each process).
 """
 
 import atexit
@@ -28,7 +44,7 @@ import resource
 import sys
 
 CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWNET = 0x00020000, 0x10000000, 0x40000000
-MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT = 1, 2, 4, 32
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT = 1, 2, 4, 8, 32
 MS_BIND, MS_REC, MS_PRIVATE = 4096, 16384, 1 << 18
 
 
@@ -99,7 +115,8 @@ def _write(path, text):
 def confine(cfg):
     """Apply every step that this platform and user allow; return what was applied."""
     status = {"network": False, "filesystem": False, "user": None, "processes": False,
-              "notes": []}
+              "backend": "namespaces" if sys.platform.startswith("linux") else "none",
+              "pid": False, "disk": False, "notes": []}
     notes = status["notes"]
     root = os.geteuid() == 0
     uid = cfg.get("uid") if root else None
@@ -124,6 +141,12 @@ def confine(cfg):
         if blocked or blocked is None:
             notes.append("user: kept root: a directory Python needs is closed to other users")
             uid = None
+    if mounts and uid is not None:
+        try:
+            libc.mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                       "hidepid=2")
+        except OSError as exc:
+            notes.append(f"pid: cannot hide other processes ({exc})")
     if mounts:
         status["filesystem"] = _own_tmp(libc, run_dir, notes)
     else:
@@ -132,26 +155,42 @@ def confine(cfg):
     if uid is not None:
         _switch_user(uid)
         status["user"] = uid
+    notes.append("pid: no PID namespace: the code sees other processes"
+                 + (" of its own uid only" if uid is not None else
+                    ", their command lines included"))
+    notes.append("disk: only each file's size is limited, not the run directory's")
+    own = status["user"] is not None or (mounts and not root and _kernel() >= (5, 14))
+    _limits(cfg, status, own)
+    os.environ["HOME"] = os.environ["TMPDIR"] = os.getcwd()
+    return status
+
+
+def _limits(cfg, status, own_count):
+    """Core, CPU, file size; process count and memory per process where the count is
+    the run's alone (a uid of its own, or a user namespace counted apart)."""
+    notes = status["notes"]
     _limit(resource.RLIMIT_CORE, 0)
     _limit(resource.RLIMIT_CPU, cfg["cpu"], cfg["cpu"] + 1)
     _limit(resource.RLIMIT_FSIZE, cfg["fsize"])
-    if cfg.get("memory"):
-        try:
-            _limit(resource.RLIMIT_AS, cfg["memory"])
-        except (ValueError, OSError) as exc:
-            notes.append(f"memory: address-space limit refused ({exc})")
-    if status["user"] is not None or (mounts and not root and _kernel() >= (5, 14)):
-        # A uid of its own, or a user namespace (where the kernel counts per namespace).
+    if own_count:
         _limit(resource.RLIMIT_NPROC, cfg["nproc"])
         status["processes"] = True
-    elif root:
+    memory = cfg.get("memory")
+    if memory:
+        try:
+            _limit(resource.RLIMIT_AS, memory // cfg["nproc"] if own_count else memory)
+        except (ValueError, OSError) as exc:
+            notes.append(f"memory: address-space limit refused ({exc})")
+    if own_count:
+        return
+    if os.geteuid() == 0:
         notes.append("processes: not limited: the kernel exempts root from RLIMIT_NPROC "
                      "and the code runs as root")
     else:
         notes.append("processes: not limited: RLIMIT_NPROC would count every process of "
                      "this user, not only the sandbox's")
-    os.environ["HOME"] = os.environ["TMPDIR"] = os.getcwd()
-    return status
+    if memory:
+        notes.append("memory: limited per process, not for the run as a whole")
 
 
 def _namespaces(libc, root, notes):
@@ -197,16 +236,24 @@ def _own_tmp(libc, run_dir, notes):
     return bool(targets)
 
 
-def _switch_user(uid):
+def _switch_user(uid, sweep=True):
     """Become `uid` (from root), owning the run directory, with no leftovers of it."""
-    os.chown(".", uid, uid)  # the cwd is the run directory, wherever it is mounted
-    for entry in os.scandir("."):
-        os.chown(entry.name, uid, uid, follow_symlinks=False)
+    _chown_tree(".", uid)  # the cwd is the run directory, wherever it is mounted
     os.setgroups([])
     os.setresgid(uid, uid, uid)
     os.setresuid(uid, uid, uid)
-    _kill_all_of_uid()  # an earlier run's leftovers: the uid is ours alone now
-    atexit.register(_kill_all_of_uid, os.getpid())  # and the code's own, when it ends
+    if sweep:
+        _kill_all_of_uid()  # an earlier run's leftovers: the uid is ours alone now
+        atexit.register(_kill_all_of_uid, os.getpid())  # and the code's own, when it ends
+
+
+def _chown_tree(path, uid):
+    os.chown(path, uid, uid, follow_symlinks=False)
+    for entry in os.scandir(path):
+        if entry.is_dir(follow_symlinks=False):
+            _chown_tree(entry.path, uid)
+        else:
+            os.chown(entry.path, uid, uid, follow_symlinks=False)
 
 
 def _expose(libc, blocked):
@@ -272,13 +319,80 @@ def run_main(path):
         sys.exit(1)
 
 
+def by_bwrap(cfg):
+    """MODE bwrap: copy the inputs, fork; the child is confined and returned to run the
+    code, the parent waits, reports and exits (it never returns)."""
+    inputs = _read_tree("/.redline-in", "")  # read as root; written as the run's uid
+    root = os.geteuid() == 0
+    status = {"network": True, "filesystem": True, "user": None, "processes": False,
+              "backend": "bubblewrap", "pid": True, "disk": True, "notes": []}
+    pid = os.fork()
+    if pid == 0:
+        uid = cfg.get("uid") if root else None
+        if uid is not None:
+            os.setgroups([])
+            os.setresgid(uid, uid, uid)
+            os.setresuid(uid, uid, uid)  # no sweep: the PID namespace holds only this run
+            status["user"] = uid
+        elif root:
+            status["notes"].append("user: kept root (no uid was given)")
+        for name, data in inputs:
+            if data is None:
+                os.mkdir(name)
+            else:
+                with open(name, "wb") as f:
+                    f.write(data)
+        _limits(cfg, status, status["user"] is not None or (not root and _kernel() >= (5, 14)))
+        os.environ["HOME"] = os.environ["TMPDIR"] = os.getcwd()
+        return status
+    for fd in cfg["fds"]:
+        os.close(fd)  # the other end sees the end of the pipe when the code's side ends
+    while True:
+        try:
+            _, wait_status = os.waitpid(pid, 0)
+            break
+        except ChildProcessError:
+            wait_status = 0
+            break
+        except InterruptedError:
+            continue
+    files = {}
+    inside = os.path.realpath(".") + os.sep
+    for name in cfg["collect"]:
+        try:
+            # The code may have left symlinks: never read outside its directory.
+            if os.path.realpath(name).startswith(inside) and os.path.isfile(name):
+                with open(name, "rb") as f:
+                    files[name] = f.read(cfg["fsize"]).decode("utf-8", "replace")
+        except OSError:
+            continue
+    os.write(cfg["status_fd"], ("\n" + repr({"wait": wait_status, "files": files})).encode())
+    os._exit(0)
+
+
+def _read_tree(source, prefix):
+    """[(relative path, bytes or None for a directory)], parents first."""
+    found = []
+    for entry in os.scandir(source):
+        path = os.path.join(prefix, entry.name)
+        if entry.is_dir(follow_symlinks=False):
+            found.append((path, None))
+            found += _read_tree(entry.path, path)
+        elif entry.is_file(follow_symlinks=False):
+            with open(entry.path, "rb") as f:
+                found.append((path, f.read()))
+    return found
+
+
 def main():
     """Confine this process as the arguments say, report it, and run the code."""
     sys.dont_write_bytecode = True  # the code's imports leave no .pyc behind (as -B)
-    main_file, uid, status_fd, cpu, memory, fsize, nproc = sys.argv[1:8]
+    mode, main_file, uid, status_fd, cpu, memory, fsize, nproc, fds, collect = sys.argv[1:11]
     cfg = {"uid": int(uid) if uid else None, "cpu": int(cpu), "memory": int(memory),
-           "fsize": int(fsize), "nproc": int(nproc)}
-    status = confine(cfg)
+           "fsize": int(fsize), "nproc": int(nproc), "status_fd": int(status_fd),
+           "fds": [int(x) for x in fds.split(",") if x],
+           "collect": [x for x in collect.split("\n") if x]}
+    status = by_bwrap(cfg) if mode == "bwrap" else confine(cfg)
     os.write(int(status_fd), repr(status).encode())
     os.close(int(status_fd))
     run_main(main_file)

@@ -1,20 +1,30 @@
 """A Python sandbox for untrusted, model-written code.
 
-Each run is a child ``python -I`` in a run directory of its own (its cwd, removed
-afterwards), with a scrubbed environment, resource limits (CPU seconds, address space,
-file size — which also caps its output — and process count), a wall-clock timeout that
-kills its whole process group, and no network where the platform allows it. What was
-and was not isolated is reported in every result (`Isolation`), never assumed.
+Each run is a child ``python -I`` in a run directory of its own, with a scrubbed
+environment, limits for the run as a whole, a wall-clock timeout that kills it, and no
+network. What was and was not isolated is reported in every result (`Isolation`, whose
+``backend`` names the mechanism), never assumed.
 
-On Linux the child enters new network and mount namespaces (inside a user namespace
-when not root), so it has no network and every world-writable directory it sees
-(``/tmp``, ``/dev/shm``, ``/var/tmp``) is its run directory. Run as root, the code runs
-under an unprivileged uid of its own (``uid_base`` and up, one per concurrent run) so
-that the process limit applies and it cannot touch root's files; directories on
-Python's own paths that other users cannot enter (a ``/root/.pyenv`` install) are made
-readable inside the child's mount namespace only. Elsewhere (macOS, containers without
-namespaces) the sandbox still runs, with the limits it could apply, and says what it
-could not (``result.isolation.notes``). See ``_sandbox_child.py`` for the child's side.
+Two backends (``Sandbox(backend=...)``; the default takes the first that works):
+
+- ``bubblewrap`` (``bwrap``, see ``_bwrap.py``): new PID, network, IPC, UTS and mount
+  namespaces in one call; a fresh ``/proc`` showing the run's processes only (no other
+  process's command line or environment is readable); a read-only root of ``/usr``,
+  ``/lib*``, a few files of ``/etc`` and the interpreter's own directories (not the
+  home directory they may live in); a writable ``/tmp`` (the cwd) and ``/dev/shm`` that
+  are size-limited tmpfs mounts (``disk_bytes`` for the run as a whole); every process
+  of the run ends with its first one, and with redline (``--die-with-parent``).
+- ``namespaces`` (when bwrap is missing or fails): network and mount namespaces made
+  through ``ctypes``; the run directory over ``/tmp`` and ``/dev/shm``; as root, ``/proc``
+  remounted with ``hidepid=2``. No PID namespace, and disk limited per file only.
+
+Run as root, the code runs under an unprivileged uid of its own (``uid_base`` and up),
+taken under a host-wide lock held for the whole run (``_uids.py``), so that two redline
+processes never share one, the process limit counts the run alone, and a sweep of the
+uid after every run ends whatever it left. Memory is limited per run as ``memory_bytes``
+of address space split over ``max_processes`` processes (each gets its share, so the
+total holds); output is capped by the file-size limit. See ``_sandbox_child.py`` for the
+child's side.
 
 ```python
 sandbox = Sandbox(timeout=5)
@@ -31,24 +41,30 @@ import functools
 import logging
 import math
 import os
+import py_compile
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
-import threading
 import time
 import weakref
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from redline.errors import ConfigError, FeedbackSourceError
+from redline.feedback_sources import _bwrap
+from redline.feedback_sources._uids import UidLease, kill_uid
 
-__all__ = ["Isolation", "Limit", "Sandbox", "SandboxResult", "default_sandbox"]
+__all__ = ["Isolation", "Limit", "Sandbox", "SandboxJob", "SandboxResult",
+           "default_sandbox"]
 
 Limit = Literal["timeout", "cpu", "memory", "file_size", "processes"]
+Backend = Literal["bubblewrap", "namespaces", "none"]
 
 log = logging.getLogger("redline.sandbox")
 
@@ -67,11 +83,18 @@ class Isolation(BaseModel):
     network: bool
     """The code ran in a network namespace of its own (no interface up: no network)."""
     filesystem: bool
-    """World-writable directories (``/tmp``, ``/dev/shm``) were its run directory."""
+    """The code could write nowhere but its run directory (``/tmp``, ``/dev/shm``)."""
     user: int | None
     """The unprivileged uid it ran as (when started as root), or None (the caller's)."""
     processes: bool
     """The process-count limit was enforced for this run alone."""
+    backend: Backend = "none"
+    """What made the namespaces: ``bubblewrap``, ``namespaces`` (by hand, through
+    ``ctypes``: the fallback) or ``none``."""
+    pid: bool = False
+    """A PID namespace and a fresh ``/proc`` of its own: no other process is visible."""
+    disk: bool = False
+    """The writable space was size-limited as a whole (``disk_bytes``)."""
     notes: tuple[str, ...] = ()
     """What could not be isolated, and why."""
 
@@ -109,36 +132,20 @@ class SandboxResult(BaseModel):
         return self.exit_code == 0 and not self.timed_out
 
 
-class _UidPool:
-    """Hands each concurrent run a uid that no other run of this process holds.
+@dataclass(frozen=True)
+class SandboxJob:
+    """One program of a group run together (`Sandbox.run_group`)."""
 
-    Uids go round a span rather than lowest-first, so that a uid comes back only long
-    after its last run: killed processes (a fork bomb's) may stay zombies until init
-    reaps them, and they would count against the next run's process limit.
-    """
-
-    def __init__(self, span: int = 4096) -> None:
-        self._lock = threading.Lock()
-        self._busy: set[int] = set()
-        self._next = 0
-        self._span = span
-
-    def acquire(self, base: int) -> int:
-        with self._lock:
-            for _ in range(self._span):
-                uid = base + self._next
-                self._next = (self._next + 1) % self._span
-                if uid not in self._busy:
-                    self._busy.add(uid)
-                    return uid
-        raise FeedbackSourceError(f"sandbox: all {self._span} sandbox uids are in use")
-
-    def release(self, uid: int) -> None:
-        with self._lock:
-            self._busy.discard(uid)
-
-
-_UIDS = _UidPool()
+    code: str
+    """The Python source to run as ``main.py``."""
+    files: Mapping[str, str | bytes] = field(default_factory=dict)
+    """More files for its run directory (relative names)."""
+    collect: Sequence[str] = ()
+    """Files to read back from its run directory after the run."""
+    pass_fds: Sequence[int] = ()
+    """Open fds the program keeps (same numbers). This process's copies are closed as
+    soon as the program has started (or failed to), so that a pipe's other end sees
+    its end when the program's side ends."""
 
 
 class Sandbox:
@@ -146,35 +153,52 @@ class Sandbox:
 
     Args:
         timeout: wall-clock seconds per run (a run may override it).
-        cpu_seconds: CPU-time limit per run; default: one second more than the run's
-            timeout, so that the wall clock stops a busy loop and this limit stops code
-            whose threads burn CPU faster than time passes.
-        memory_bytes: address-space limit (``RLIMIT_AS``); None for none.
+        cpu_seconds: CPU-time limit per process; default: one second more than the
+            run's timeout, so that the wall clock stops a busy loop and this limit stops
+            code whose threads burn CPU faster than time passes.
+        memory_bytes: address space for the run as a whole: each of its up to
+            `max_processes` processes may use ``memory_bytes / max_processes`` (where the
+            process count is enforced, else each may use it all); None for none.
         file_size_bytes: largest file the code may write; stdout and stderr are files
             too, so this caps the output.
+        disk_bytes: the writable space of the run as a whole (bubblewrap only).
         max_processes: processes and threads the code may have at once.
         max_parallel: runs at once (per event loop); default: the CPUs available.
         tail_bytes: how much of the end of stdout and stderr a result keeps.
         python: the interpreter; default: the one running redline.
-        uid_base: as root, runs use uids ``uid_base``, ``uid_base + 1``, ... (one per
-            concurrent run); None keeps root (the process limit then does not apply).
+        uid_base: as root, runs use uids from ``uid_base`` up (one per concurrent run,
+            across processes); None keeps root (the process limit then does not apply).
         env: extra environment variables (the child's environment is otherwise just
             ``PATH``, ``LANG``, ``HOME`` and ``TMPDIR``).
         tmp_dir: where run directories are made; default: the system's.
+        backend: ``"auto"`` (bubblewrap when it works, else namespaces by hand),
+            ``"bubblewrap"`` (an error when it does not work) or ``"namespaces"``.
     """
 
     def __init__(self, *, timeout: float = 10.0, cpu_seconds: int | None = None,
-                 memory_bytes: int | None = 2 << 30, file_size_bytes: int = 16 << 20,
-                 max_processes: int = 64, max_parallel: int | None = None,
-                 tail_bytes: int = 8192, python: str | None = None,
-                 uid_base: int | None = DEFAULT_UID_BASE,
-                 env: Mapping[str, str] | None = None, tmp_dir: str | None = None) -> None:
+                 memory_bytes: int | None = 4 << 30, file_size_bytes: int = 16 << 20,
+                 disk_bytes: int = 256 << 20, max_processes: int = 16,
+                 max_parallel: int | None = None, tail_bytes: int = 8192,
+                 python: str | None = None, uid_base: int | None = DEFAULT_UID_BASE,
+                 env: Mapping[str, str] | None = None, tmp_dir: str | None = None,
+                 backend: Literal["auto", "bubblewrap", "namespaces"] = "auto") -> None:
         if timeout <= 0:
             raise ConfigError(f"sandbox timeout must be > 0 seconds, got {timeout}")
+        if max_processes < 1:
+            raise ConfigError(f"sandbox max_processes must be >= 1, got {max_processes}")
+        if memory_bytes is not None and memory_bytes // max_processes < 32 << 20:
+            raise ConfigError(
+                f"sandbox memory_bytes={memory_bytes} leaves each of max_processes="
+                f"{max_processes} processes under 32 MiB, too little for Python; give "
+                "more memory or fewer processes")
+        if backend not in ("auto", "bubblewrap", "namespaces"):
+            raise ConfigError(f"sandbox backend must be 'auto', 'bubblewrap' or "
+                              f"'namespaces', got {backend!r}")
         self.timeout = timeout
         self.cpu_seconds = cpu_seconds
         self.memory_bytes = memory_bytes
         self.file_size_bytes = file_size_bytes
+        self.disk_bytes = disk_bytes
         self.max_processes = max_processes
         self.max_parallel = max_parallel or _cpu_count()
         self.tail_bytes = tail_bytes
@@ -182,10 +206,13 @@ class Sandbox:
         self.uid_base = uid_base
         self.env = dict(env or {})
         self.tmp_dir = tmp_dir
+        self.backend = backend
         self._switch_user = uid_base is not None and hasattr(os, "setresuid") \
             and os.geteuid() == 0
         self._base: str | None = None
         self._boot = ""
+        self._bwrap: str | None | Literal[False] = False  # False: not probed yet
+        self._bwrap_note = ""
         self._semaphores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop,
                                                     asyncio.Semaphore] = \
             weakref.WeakKeyDictionary()
@@ -195,7 +222,8 @@ class Sandbox:
                 f"python={self.python!r}>")
 
     async def run(self, code: str, *, files: Mapping[str, str | bytes] | None = None,
-                  collect: Sequence[str] = (), timeout: float | None = None) -> SandboxResult:
+                  collect: Sequence[str] = (), timeout: float | None = None,
+                  pass_fds: Sequence[int] = ()) -> SandboxResult:
         """Run `code` as ``main.py`` in a fresh run directory and wait for it.
 
         Args:
@@ -203,18 +231,43 @@ class Sandbox:
             files: more files to put in the run directory (relative names).
             collect: files to read back from the run directory after the run.
             timeout: wall-clock seconds for this run; default: the sandbox's.
+            pass_fds: open fds the code keeps (closed here once it has started).
 
         Raises:
             FeedbackSourceError: the interpreter could not be started, or the child
                 failed before running the code.
         """
+        job = SandboxJob(code, dict(files or {}), tuple(collect), tuple(pass_fds))
+        return (await self.run_group([job], timeout=timeout))[0]
+
+    async def run_group(self, jobs: Sequence[SandboxJob], *,
+                        timeout: float | None = None) -> list[SandboxResult]:
+        """Run `jobs` at once, each in a sandbox of its own (one parallel slot for all:
+        programs that talk to each other must start together).
+
+        Raises:
+            FeedbackSourceError: as `run`, for the first job that failed so.
+        """
         seconds = self.timeout if timeout is None else timeout
-        if seconds <= 0:
-            raise ConfigError(f"sandbox timeout must be > 0 seconds, got {seconds}")
-        if files and _MAIN in files:
-            raise ConfigError(f"sandbox file {_MAIN!r} is the code itself; name it otherwise")
-        async with self._semaphore():
-            return await self._run(code, dict(files or {}), tuple(collect), seconds)
+        try:
+            if seconds <= 0:
+                raise ConfigError(f"sandbox timeout must be > 0 seconds, got {seconds}")
+            for job in jobs:
+                if _MAIN in job.files:
+                    raise ConfigError(f"sandbox file {_MAIN!r} is the code itself; "
+                                      "name it otherwise")
+            async with self._semaphore():
+                if self._bwrap is False:
+                    await asyncio.to_thread(self._probe)
+                outcomes = await asyncio.gather(*(self._run(job, seconds) for job in jobs),
+                                                return_exceptions=True)
+        finally:
+            for job in jobs:
+                _close(job.pass_fds)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return list(outcomes)  # type: ignore[arg-type]
 
     def _semaphore(self) -> asyncio.Semaphore:
         loop = asyncio.get_running_loop()
@@ -228,85 +281,143 @@ class Sandbox:
             base = tempfile.mkdtemp(prefix="redline-sandbox-", dir=self.tmp_dir)
             os.chmod(base, 0o711)  # runs under other uids must reach their directories
             weakref.finalize(self, shutil.rmtree, base, True)
-            # The child's side is imported from here, so its bytecode is compiled once.
-            Path(base, f"{_CHILD}.py").write_text(_CHILD_SOURCE, encoding="utf-8")
+            lib = os.path.join(base, "lib")
+            os.mkdir(lib, 0o755)
+            # The child's side is imported from there, its bytecode compiled once here.
+            child = os.path.join(lib, f"{_CHILD}.py")
+            Path(child).write_text(_CHILD_SOURCE, encoding="utf-8")
+            try:
+                py_compile.compile(child, doraise=True,
+                                   invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+            except (py_compile.PyCompileError, OSError):
+                pass  # the child compiles it on each start instead
+            for root, dirs, names in os.walk(lib):
+                for name in dirs:
+                    os.chmod(os.path.join(root, name), 0o755)
+                for name in names:
+                    os.chmod(os.path.join(root, name), 0o644)
             self._base = base
-            self._boot = (f"import sys; sys.path.insert(0, {base!r}); import {_CHILD} as c; "
-                          "del sys.path[0]; c.main()")
         return self._base
 
-    async def _run(self, code: str, files: dict[str, str | bytes], collect: tuple[str, ...],
-                   timeout: float) -> SandboxResult:
-        run_dir = tempfile.mkdtemp(prefix="run-", dir=self._base_dir())
+    def _probe(self) -> None:
+        """Find out once whether bubblewrap works here (else the fallback)."""
+        self._bwrap = None
+        if self.backend == "namespaces" or not sys.platform.startswith("linux"):
+            return
+        path = _bwrap.bwrap_path()
+        if path is None:
+            self._bwrap_note = ("bubblewrap: bwrap is not installed (apt-get install "
+                                "bubblewrap); namespaces made by hand instead")
+        else:
+            try:
+                _bwrap.python_dirs(self.python)
+                done = subprocess.run(
+                    [*_bwrap.bwrap_command(path, python=self.python, run_dir=self._base_dir(),
+                                           lib_dir=os.path.join(self._base_dir(), "lib"),
+                                           disk_bytes=1 << 20, as_root=os.geteuid() == 0),
+                     self.python, "-I", "-c", "pass"],
+                    capture_output=True, text=True, timeout=60)
+                if done.returncode == 0:
+                    self._bwrap = path
+                    return
+                why = done.stderr.strip()[-300:] or f"exit {done.returncode}"
+            except (OSError, ValueError, subprocess.SubprocessError) as exc:
+                why = str(exc)
+            self._bwrap_note = (f"bubblewrap: bwrap failed here ({why}); namespaces made "
+                                "by hand instead")
+        if self.backend == "bubblewrap":
+            raise FeedbackSourceError(f"sandbox: backend 'bubblewrap' asked for: "
+                                      f"{self._bwrap_note}")
+        log.warning("sandbox: %s", self._bwrap_note)
+
+    async def _run(self, job: SandboxJob, timeout: float) -> SandboxResult:
+        base = self._base_dir()
+        run_dir = tempfile.mkdtemp(prefix="run-", dir=base)
         control = [f"{run_dir}.{name}" for name in ("out", "err", "status")]
-        uid = _UIDS.acquire(self.uid_base) \
+        lease = UidLease(self.uid_base) \
             if self._switch_user and self.uid_base is not None else None
-        killed = False
+        uid = None
         try:
-            _write_files(run_dir, {_MAIN: code, **files})
+            if lease is not None:
+                uid = await asyncio.to_thread(lease.__enter__)
+            _write_files(run_dir, {_MAIN: job.code, **job.files})
             fds: list[int] = []
             try:
                 for path in control:
                     fds.append(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL
                                        | os.O_CLOEXEC, 0o600))
-                args = [_MAIN, "" if uid is None else str(uid), str(fds[2]),
-                        str(self.cpu_seconds or math.ceil(timeout) + 1),
-                        str(self.memory_bytes or 0), str(self.file_size_bytes),
-                        str(self.max_processes)]
+                command = self._command(job, run_dir, uid, fds[2], timeout)
                 started = time.perf_counter()
                 proc = await asyncio.create_subprocess_exec(
-                    self.python, "-I", "-X", "utf8", "-c", self._boot, *args,
-                    stdin=asyncio.subprocess.DEVNULL, stdout=fds[0],
-                    stderr=fds[1], pass_fds=(fds[2],), cwd=run_dir, env=self._env(run_dir),
+                    *command, stdin=asyncio.subprocess.DEVNULL, stdout=fds[0],
+                    stderr=fds[1], pass_fds=(fds[2], *job.pass_fds), cwd=run_dir,
+                    env=self._env("/tmp" if self._bwrap else run_dir),
                     start_new_session=True)
             except OSError as exc:
                 raise FeedbackSourceError(
                     f"sandbox: cannot start Python {self.python!r}: {exc.strerror or exc}"
                 ) from exc
             finally:
-                for fd in fds:
-                    os.close(fd)
-            try:
-                timed_out = await _wait_then_kill_group(proc, timeout)
-            finally:
-                killed = proc.returncode is None or proc.returncode < 0
+                _close(fds)
+                _close(job.pass_fds)
+            timed_out = await _wait_then_kill_group(proc, timeout)
             elapsed = time.perf_counter() - started
-            result = self._result(proc.returncode, timed_out, elapsed, run_dir, control,
-                                  collect)
-            # A fork bomb's children may still be forking while the group is killed.
-            killed = killed or result.limit == "processes"
-            return result
+            return self._result(proc.returncode, timed_out, elapsed, run_dir, control,
+                                tuple(job.collect))
         finally:
-            # A run killed by a signal had no chance to end what it started outside its
-            # process group (setsid), and a fork bomb's last forks can outrun the group
-            # kill: end every process of its uid before handing the uid back.
-            await asyncio.to_thread(_cleanup, run_dir, control, uid if killed else None)
-            if uid is not None:
-                _UIDS.release(uid)
+            # Every run, however it ended: nothing of its uid outlives it (a setsid
+            # daemon, a fork bomb's last forks), then the uid goes back.
+            await asyncio.to_thread(_cleanup, run_dir, control, uid)
+            if lease is not None:
+                lease.__exit__(None, None, None)
 
-    def _env(self, run_dir: str) -> dict[str, str]:
+    def _command(self, job: SandboxJob, run_dir: str, uid: int | None, status_fd: int,
+                 timeout: float) -> list[str]:
+        lib = os.path.join(self._base_dir(), "lib")
+        mode = "bwrap" if self._bwrap else "ns"
+        inside_lib = _bwrap.LIB if self._bwrap else lib
+        boot = (f"import sys; sys.path.insert(0, {inside_lib!r}); import {_CHILD} as c; "
+                "del sys.path[0]; c.main()")
+        args = [mode, _MAIN, "" if uid is None else str(uid), str(status_fd),
+                str(self.cpu_seconds or math.ceil(timeout) + 1),
+                str(self.memory_bytes or 0), str(self.file_size_bytes),
+                str(self.max_processes), ",".join(str(fd) for fd in job.pass_fds),
+                "\n".join(job.collect)]
+        python = [self.python, "-I", "-X", "utf8", "-c", boot, *args]
+        if not self._bwrap:
+            return python
+        return [*_bwrap.bwrap_command(self._bwrap, python=self.python, run_dir=run_dir,
+                                      lib_dir=lib, disk_bytes=self.disk_bytes,
+                                      as_root=os.geteuid() == 0), *python]
+
+    def _env(self, home: str) -> dict[str, str]:
         return {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8",
-                "HOME": run_dir, "TMPDIR": run_dir, **self.env}
+                "HOME": home, "TMPDIR": home, **self.env}
 
     def _result(self, exit_code: int | None, timed_out: bool, seconds: float, run_dir: str,
                 control: list[str], collect: tuple[str, ...]) -> SandboxResult:
         stdout, out_bytes = _tail(control[0], self.tail_bytes)
         stderr, err_bytes = _tail(control[1], self.tail_bytes)
-        status_text = Path(control[2]).read_text(encoding="utf-8")
-        if not status_text:
+        lines = Path(control[2]).read_text(encoding="utf-8").split("\n")
+        if not lines[0]:
             why = "timed out" if timed_out else f"exit {exit_code}"
             raise FeedbackSourceError(
                 f"sandbox: the child failed before running the code ({why}): "
                 f"{stderr.strip()[-600:] or 'no output'}")
-        status = ast.literal_eval(status_text)  # a literal: nothing in it is run
-        status["notes"] = tuple(status["notes"])
+        status = ast.literal_eval(lines[0])  # a literal: nothing in it is run
+        status["notes"] = tuple(status["notes"]) + \
+            ((self._bwrap_note,) if self._bwrap_note else ())
+        final = _final(lines[1:])
         code = exit_code if exit_code is not None else -signal.SIGKILL
+        if final is not None and not timed_out:
+            code = os.waitstatus_to_exitcode(final["wait"])
+        files = final["files"] if final is not None else {} if self._bwrap \
+            else _collect(run_dir, collect, self.file_size_bytes)
         return SandboxResult(
             exit_code=code, stdout=stdout, stderr=stderr, stdout_bytes=out_bytes,
             stderr_bytes=err_bytes, timed_out=timed_out,
             limit=self._limit(code, timed_out, stderr, max(out_bytes, err_bytes)),
-            seconds=seconds, isolation=Isolation(**status),
-            files=_collect(run_dir, collect, self.file_size_bytes))
+            seconds=seconds, isolation=Isolation(**status), files=files)
 
     def _limit(self, code: int, timed_out: bool, stderr: str, most_written: int) -> Limit | None:
         if timed_out:
@@ -321,6 +432,27 @@ class Sandbox:
         if code != 0 and "BlockingIOError: [Errno 11]" in stderr:
             return "processes"
         return None
+
+
+def _final(lines: list[str]) -> dict | None:
+    """The bootstrap's closing record (bubblewrap mode), when it wrote one whole."""
+    for line in lines:
+        try:
+            record = ast.literal_eval(line)
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            continue
+        if isinstance(record, dict) and isinstance(record.get("wait"), int) \
+                and isinstance(record.get("files"), dict):
+            return record
+    return None
+
+
+def _close(fds: Sequence[int]) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
 
 
 @functools.cache
@@ -388,42 +520,11 @@ def _kill_group(pgid: int) -> None:
         pass
 
 
-def _kill_uid(uid: int) -> None:
-    """SIGKILL every process of `uid` (Linux; elsewhere the next run's sweep does it).
-
-    Sweeps until a pass finds none alive: a fork bomb's survivors of one pass may fork
-    again before their own SIGKILL lands.
-    """
-    if not os.path.isdir("/proc"):
-        return
-    for _ in range(200):
-        if not _kill_uid_once(uid):
-            return
-        time.sleep(0.005)
-    log.warning("sandbox uid %d: processes still alive after 200 sweeps", uid)
-
-
-def _kill_uid_once(uid: int) -> int:
-    """One sweep of /proc; the number of live (not zombie) processes of `uid` it saw."""
-    alive = 0
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(os.path.join(entry.path, "status"), encoding="utf-8") as f:
-                fields = dict(line.split(":", 1) for line in f if ":" in line)
-            if str(uid) in fields["Uid"].split() and not fields["State"].strip().startswith("Z"):
-                alive += 1
-                os.kill(int(entry.name), signal.SIGKILL)
-        except (OSError, KeyError):
-            continue  # gone meanwhile
-    return alive
-
-
-def _cleanup(run_dir: str, control: list[str], kill_uid: int | None) -> None:
-    """End what is left of a run (its uid's processes, when given) and remove its files."""
-    if kill_uid is not None:
-        _kill_uid(kill_uid)
+def _cleanup(run_dir: str, control: list[str], uid: int | None) -> None:
+    """End what is left of a run (its uid's processes, when it had one; the caller holds
+    the uid) and remove its files."""
+    if uid is not None:
+        kill_uid(uid)
 
     def writable(function: object, path: str, _exc: object) -> None:
         # Code may leave read-only directories (a problem when not root): make the
