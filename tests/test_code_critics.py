@@ -159,6 +159,33 @@ async def test_doctests_from_a_prompt_that_is_not_python() -> None:
     assert (right.score, right.evidence["tests"]) == (1.0, 1)
 
 
+async def test_doctests_from_a_prompt_with_a_fenced_stub() -> None:
+    prompt = f"Complete this function:\n```python\n{HUMANEVAL_PROMPT}```\nKeep it short."
+    critic = DoctestCritic()
+    suite = critic.suite_for(Task(prompt=prompt))
+    assert suite.names == [">>> below_zero([1, 2, 3])", ">>> below_zero([1, 2, -4, 5])"]
+    right = await critic.critique(Task(prompt=prompt), Candidate(text=BELOW_ZERO_RIGHT))
+    assert (right.score, right.passed) == (1.0, True)
+    wrong = await critic.critique(Task(prompt=prompt), Candidate(text=BELOW_ZERO_WRONG))
+    assert wrong.score == 0.5
+
+
+async def test_candidate_objects_and_exceptions_cross_as_data() -> None:
+    code = ("class Stack:\n    def __init__(self):\n        self.items = []\n"
+            "    def push(self, x):\n        self.items.append(x)\n"
+            "    def pop(self):\n        if not self.items:\n"
+            "            raise IndexError('empty')\n        return self.items.pop()\n"
+            "def pairs(n):\n    return [(i, {i: {i}}) for i in range(n)]\n"
+            "def gen(n):\n    yield from range(n)\n")
+    tests = ("import pytest\nfrom solution import Stack, pairs, gen\n"
+             "def test_stack():\n    s = Stack()\n    s.push(3)\n    assert s.pop() == 3\n"
+             "    with pytest.raises(IndexError, match='empty'):\n        s.pop()\n"
+             "assert pairs(2) == [(0, {0: {0}}), (1, {1: {1}})]\n"
+             "assert list(gen(3)) == [0, 1, 2] and sum(gen(4)) == 6\n")
+    critique = await PythonTestsCritic(tests).critique(TASK, Candidate(text=code))
+    assert (critique.score, critique.passed) == (1.0, True), critique.feedback
+
+
 async def test_no_tests_only_checks_that_the_code_loads() -> None:
     task = Task(prompt="Write something.")
     loads = await DoctestCritic().critique(task, Candidate(text=GOOD))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from redline.errors import FeedbackSourceError
+from redline.errors import ConfigError, FeedbackSourceError
 from redline.feedback_sources.sandbox import Sandbox, SandboxResult
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX only")
@@ -82,7 +82,7 @@ async def test_cpu_limit_stops_a_busy_loop() -> None:
 
 async def test_memory_hog_is_stopped_by_the_limit() -> None:
     hog = "chunks = []\nwhile True:\n    chunks.append(bytearray(50 << 20))\n"
-    result = await Sandbox(timeout=10, memory_bytes=256 << 20).run(hog)
+    result = await Sandbox(timeout=10, memory_bytes=512 << 20, max_processes=4).run(hog)
     assert result.limit == "memory"
     assert result.stderr.rstrip().endswith("MemoryError")
     assert result.seconds < 5
@@ -225,7 +225,37 @@ async def test_cancelling_a_run_kills_it() -> None:
 
 async def test_missing_interpreter_is_a_feedback_source_error() -> None:
     with pytest.raises(FeedbackSourceError, match="cannot start Python"):
-        await Sandbox(python="/nonexistent/python3").run("pass")
+        await Sandbox(python="/nonexistent/python3", backend="namespaces").run("pass")
+
+
+async def test_the_fallback_backend_says_what_it_lacks() -> None:
+    result = await Sandbox(timeout=5, backend="namespaces").run("print(1)")
+    iso = result.isolation
+    assert result.stdout == "1\n" and iso.backend == "namespaces"
+    assert not iso.pid and not iso.disk
+    assert any(n.startswith("pid:") for n in iso.notes)
+    assert any(n.startswith("disk:") for n in iso.notes)
+
+
+def test_memory_too_small_for_the_process_count_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="under 32 MiB"):
+        Sandbox(memory_bytes=256 << 20, max_processes=16)
+
+
+async def test_uids_are_held_under_a_host_wide_lock() -> None:
+    import fcntl
+
+    from redline.feedback_sources._uids import UidLease, lock_dir
+
+    with UidLease(3_000_000_000) as uid:
+        fd = os.open(os.path.join(lock_dir(), str(uid)), os.O_RDWR)
+        try:
+            with pytest.raises(BlockingIOError):  # another holder (any process) is refused
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(fd)
+        with UidLease(3_000_000_000) as other:
+            assert other != uid
 
 
 def test_a_sandbox_serves_several_event_loops() -> None:

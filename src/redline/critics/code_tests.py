@@ -5,6 +5,9 @@ and run in the sandbox as the module ``solution``, then each test runs under its
 timer. Score = the fraction of tests passed, ``passed`` = all passed, feedback = each
 failing test with its assertion (and the values it compared) or traceback. Code that
 does not compile, crashes on import or does not finish is reported as such, with score 0.
+The verdicts are decided in a harness process apart from the candidate's (see
+`redline.feedback_sources._pytests`): a candidate caught tampering with the test
+machinery scores 0, its feedback says so and ``evidence["tampering"]`` lists what it did.
 
 Tests come from:
 
@@ -25,7 +28,7 @@ from typing import Any
 from redline._files import read_config_text
 from redline.critics.base import Critic
 from redline.errors import ConfigError, CriticError
-from redline.feedback_sources._code import extract_python
+from redline.feedback_sources._code import code_blocks, extract_python
 from redline.feedback_sources._pytests import TestReport, TestSuite, feedback, run_tests
 from redline.feedback_sources.sandbox import Sandbox, default_sandbox
 from redline.types import Candidate, Critique, Task
@@ -113,9 +116,13 @@ class DoctestCritic(PythonTestsCritic):
         super().__init__(None, name=name, **kwargs)
 
     def suite_for(self, task: Task) -> TestSuite:
-        """The examples in the task's prompt, one test each."""
+        """The examples in the task's prompt, one test each (from its fenced Python
+        blocks when it has some: "Complete this function: ```python ...```")."""
+        blocks = [b.code for b in code_blocks(task.prompt)
+                  if b.language in ("", "python", "py", "python3", "pycon")]
+        text = "\n".join(blocks) if blocks else task.prompt
         try:
-            return TestSuite.from_doctests(task.prompt)
+            return TestSuite.from_doctests(text)
         except ValueError as exc:  # a malformed example (bad indentation of its output)
             raise CriticError(f"critic {self.name!r}: the examples in task {task.id!r} "
                               f"cannot be read: {exc}", critic=self.name) from exc
@@ -145,21 +152,28 @@ def report_critique(name: str, report: TestReport, *, max_feedback_chars: int = 
         evidence: more evidence to record.
     """
     total, passed = report.total, report.passed
-    if report.error:
+    if report.error or report.tampering:
         fraction, verdict = 0.0, False
     elif total == 0:
         fraction, verdict = 1.0, None  # nothing to check, and the code loads
     else:
         fraction, verdict = passed / total, passed == total
     failing = [o.name for o in report.counted if not o.passed]
+    text = feedback(report, max_chars=max_feedback_chars)
+    if report.tampering:
+        score = 0.0  # whatever the tests said: the run cannot be trusted
+        text = ("Tampering detected: the code interfered with the tests ("
+                + "; ".join(report.tampering) + "). Solve the task; do not touch the "
+                "test machinery.\n" + text).strip()
     return Critique(
         critic=name, score=fraction if score is None else score, passed=verdict,
-        feedback=feedback(report, max_chars=max_feedback_chars),
+        feedback=text,
         raw=float(passed) if raw is None else raw,
         evidence={"tests": total, "passed": passed, "failed": failing,
                   "error": report.error_kind, "timed_out": report.run.timed_out,
                   "limit": report.run.limit, "seconds": round(report.run.seconds, 3),
                   "isolation": report.run.isolation.model_dump(),
+                  **({"tampering": list(report.tampering)} if report.tampering else {}),
                   **({"note": "no tests found"} if total == 0 and not report.error else {}),
                   **(evidence or {})})
 

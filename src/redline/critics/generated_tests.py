@@ -32,6 +32,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from redline._aio import gather_all
+from redline.critics._ask import ask_json
+from redline.critics._json import find_json
 from redline.critics.base import Critic
 from redline.critics.code_tests import entry_point, report_critique
 from redline.errors import ConfigError, CriticError
@@ -49,7 +51,7 @@ SYSTEM = ("You write unit tests for programming tasks. You never write the solut
 PROMPT = """Write {k} unit tests that a correct solution of the task below must pass.
 
 Rules:
-- Python `assert` statements, one per line, all in one ```python block.
+- Each test is one Python `assert` statement.
 - Call {target} exactly as the task defines it; do not define or import it.
 - Use small inputs whose expected results you are certain of, worked out from the task.
 - Cover ordinary cases first, then edge cases.
@@ -57,10 +59,19 @@ Rules:
 The task:
 <<<TASK
 {task}
-TASK>>>"""
+TASK>>>
 
-REASK = ("Your reply had no usable assert statements. Answer with one ```python block "
-         "holding {k} lines, each of the form: assert <call> == <expected>")
+Reply with a JSON object only: {{"tests": ["assert <call> == <expected>", ...]}}"""
+
+REASK = ("Your reply had no usable assert statements ({problem}). Reply with only the JSON "
+         'object {{"tests": [...]}} holding {k} strings, each of the form: '
+         "assert <call> == <expected>")
+
+_TESTS_SCHEMA: dict[str, Any] = {
+    "title": "tests", "type": "object", "additionalProperties": False,
+    "required": ["tests"],
+    "properties": {"tests": {"type": "array", "items": {"type": "string"}}},
+}
 
 
 @dataclass
@@ -97,12 +108,15 @@ class GeneratedTestsCritic(Critic):
         max_tokens: the token limit of the tests' reply.
         cache_size: tasks whose tests are kept (least recently used go first).
         max_feedback_chars: the feedback's length limit.
+        json_mode: send the reply's JSON schema to the server (``response_format`` in
+            the server's dialect); off, the format is asked for in the prompt only.
     """
 
     def __init__(self, model: ChatModel | None = None, *, k: int = 5, name: str = "gentests",
                  sandbox: Sandbox | None = None, timeout: float = 20.0,
                  test_timeout: float = 3.0, agreement: bool = True, max_tokens: int = 800,
-                 cache_size: int = 1024, max_feedback_chars: int = 3000) -> None:
+                 cache_size: int = 1024, max_feedback_chars: int = 3000,
+                 json_mode: bool = True) -> None:
         if k < 1:
             raise ConfigError(f"critic {name!r}: k must be at least 1, got {k}")
         self.model = model
@@ -115,6 +129,7 @@ class GeneratedTestsCritic(Critic):
         self.max_tokens = max_tokens
         self.cache_size = cache_size
         self.max_feedback_chars = max_feedback_chars
+        self.json_mode = json_mode
         self._tasks: OrderedDict[str, _TaskTests] = OrderedDict()
 
     def _state(self, task: Task) -> _TaskTests:
@@ -150,17 +165,20 @@ class GeneratedTestsCritic(Critic):
             {"role": "system", "content": SYSTEM},
             {"role": "user", "content": PROMPT.format(k=self.k, target=target,
                                                       task=task.prompt.strip())}]
-        for _attempt in (1, 2):
-            completion = await model.complete(messages, max_tokens=self.max_tokens,
-                                               temperature=0.0)
-            source = parse_tests(completion.text, self.k)
-            if source:
-                return TestSuite.from_source(source, entry_point=entry)
-            messages = [*messages, {"role": "assistant", "content": completion.text},
-                        {"role": "user", "content": REASK.format(k=self.k)}]
-        raise CriticError(f"critic {self.name!r}: model {model.model!r} wrote no usable tests "
-                          f"for task {task.id!r} after 2 tries; last reply: "
-                          f"{completion.text[:200]!r}", critic=self.name)
+        def parse(text: str) -> tuple[str | None, str]:
+            source = parse_tests(text, self.k)
+            return (source, "") if source else (None, "no assert statement found")
+
+        try:
+            source = await ask_json(
+                model, messages, parse=parse,
+                reask=lambda problem: REASK.format(k=self.k, problem=problem),
+                schema=_TESTS_SCHEMA if self.json_mode else None,
+                max_tokens=self.max_tokens, critic=self.name, what="tests")
+        except CriticError as exc:
+            raise CriticError(f"critic {self.name!r}: model {model.model!r} wrote no usable "
+                              f"tests for task {task.id!r}: {exc}", critic=self.name) from exc
+        return TestSuite.from_source(source, entry_point=entry)
 
     async def critique(self, task: Task, candidate: Candidate) -> Critique:
         return (await self.critique_many(task, [candidate]))[0]
@@ -174,7 +192,7 @@ class GeneratedTestsCritic(Critic):
                       test_timeout=self.test_timeout) for c in candidates))
         state = self._state(task)
         for candidate, report in zip(candidates, reports, strict=True):
-            if not report.error:  # code that does not load says nothing about the tests
+            if not report.error and not report.tampering:  # says nothing about the tests
                 state.outcomes[candidate.id] = {o.name: o.passed for o in report.outcomes}
         suspects = state.suspects()
         reports = [replace(r, suspects=suspects) for r in reports]
@@ -195,7 +213,8 @@ class GeneratedTestsCritic(Critic):
 
 def _dual_agreement(reports: list[TestReport]) -> list[tuple[float, float, dict[str, int]]]:
     """CodeT's dual agreement of each report: (score, dual, its terms); see the module."""
-    passing = [frozenset(o.name for o in r.counted if o.passed) for r in reports]
+    passing = [frozenset() if r.tampering else frozenset(o.name for o in r.counted if o.passed)
+               for r in reports]
     duals = []
     for mine in passing:
         consensus = sum(other == mine for other in passing)
@@ -209,12 +228,18 @@ def _dual_agreement(reports: list[TestReport]) -> list[tuple[float, float, dict[
 def parse_tests(text: str, k: int) -> str:
     """The first `k` tests in a model's reply, as a tests module ("" when none).
 
-    Kept: top-level ``assert`` statements, ``test_*`` functions and imports. Everything
+    The reply is a JSON object ``{"tests": ["assert ...", ...]}`` (what the critic asks
+    for) or Python code, fenced or not. Kept: top-level ``assert`` statements, ``test_*`` functions and imports. Everything
     else (a solution the model wrote anyway, helpers, prints) is dropped, so that the
     tests can only call the candidate's code. When the code does not parse, each line
     that is an ``assert`` statement by itself is used.
     """
-    code = extract_python(text)
+    found, _ = find_json(text, kinds=(dict,))
+    listed = found.value.get("tests") if found is not None else None
+    if isinstance(listed, list) and all(isinstance(t, str) for t in listed):
+        code = "\n".join(t.strip() for t in listed)
+    else:
+        code = extract_python(text)
     try:
         body = ast.parse(code).body
     except SyntaxError:
