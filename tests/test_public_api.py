@@ -19,7 +19,7 @@ import redline.workflows
 DOCUMENTED = {
     "Budget", "BudgetExceeded", "Candidate", "ChatModel", "ConfigError", "Critic",
     "CriticError", "Critique", "FeedbackSourceError", "LLMError", "LLMJudge", "Panel",
-    "Progress", "RedlineError", "RefineResult", "Round", "ScoredCandidate", "StopReason",
+    "Price", "Progress", "RedlineError", "RefineResult", "Round", "ScoredCandidate", "StopReason",
     "Task", "Usage", "__version__", "arefine", "build_refine_graph", "critic", "refine",
 }
 
@@ -49,7 +49,8 @@ def test_readme_mentions_every_public_name() -> None:
 def test_import_redline_does_not_load_heavy_modules() -> None:
     code = ("import sys, redline, redline.types, redline.errors; "
             "print(' '.join(m for m in ('torch', 'transformers', 'langgraph', 'openai', "
-            "'llama_cpp', 'httpx', 'bm25s', 'jsonschema') if m in sys.modules))")
+            "'llama_cpp', 'httpx', 'bm25s', 'jsonschema', 'langchain_core') "
+            "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == ""

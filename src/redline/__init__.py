@@ -42,7 +42,7 @@ from redline.types import (
 
 if TYPE_CHECKING:
     from redline.critics import Critic, LLMJudge, Panel, critic
-    from redline.llm import ChatModel
+    from redline.llm import ChatModel, Price
     from redline.workflows import Progress, arefine, build_refine_graph, refine
 
 __all__ = [
@@ -58,6 +58,7 @@ __all__ = [
     "LLMError",
     "LLMJudge",
     "Panel",
+    "Price",
     "Progress",
     "RedlineError",
     "RefineResult",
@@ -83,6 +84,7 @@ _LAZY = {
     "Panel": "redline.critics",
     "LLMJudge": "redline.critics",
     "ChatModel": "redline.llm",
+    "Price": "redline.llm",
 }
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import warnings
+from typing import Any
 
 import click
 from rich.console import Console
@@ -20,24 +22,41 @@ def critics_group() -> None:
 
 
 @critics_group.command("list")
-def list_command() -> None:
-    """Name, description, package and version of every critic."""
+@click.option("--json", "as_json", is_flag=True,
+              help="A JSON array of {name, description, package, version, target}.")
+def list_command(as_json: bool) -> None:
+    """Name, description, package and version of every critic.
+
+    With --json, stdout is a JSON array with one object per critic, sorted by name:
+    ``name``, ``description`` (null when the plugin fails to load), ``package``,
+    ``version`` and ``target`` (the factory, ``module:attribute``). Warnings (a plugin
+    that fails to load, a name two packages claim) still go to stderr.
+    """
     plugins, clashes = discover()
-    table = Table(box=None, pad_edge=False)
-    for column in ("name", "description", "package", "version"):
-        table.add_column(column)
+    rows: list[dict[str, Any]] = []
     for name in sorted(plugins):
         plugin = plugins[name]
         try:
-            description = plugin.description()
+            description: str | None = plugin.description()
         except ConfigError as exc:
             warnings.warn(str(exc), PluginWarning, stacklevel=1)
-            description = "(failed to load: see the warning)"
-        table.add_row(name, description, plugin.package, plugin.version)
+            description = None
+        rows.append({"name": name, "description": description, "package": plugin.package,
+                     "version": plugin.version, "target": plugin.target})
     for name, claimants in sorted(clashes.items()):
         who = " and ".join(f"{p.package} {p.version}" for p in claimants)
         click.echo(f"redline: warning: critic name {name!r} is registered by {who}; "
                    "it cannot be used until one is uninstalled", err=True)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(box=None, pad_edge=False)
+    for column in ("name", "description", "package", "version"):
+        table.add_column(column)
+    for row in rows:
+        failed = row["description"] is None
+        table.add_row(row["name"], "(failed to load: see the warning)" if failed
+                      else row["description"], row["package"], row["version"])
     Console(width=max(100, Console().width)).print(table)
 
 

@@ -2,7 +2,9 @@
 
 `ChatModel` is the base class; `OpenAIChat` talks to any OpenAI-compatible server
 (OpenAI, vLLM, llama.cpp, Ollama); `LocalModel` starts the embedded llama.cpp server;
-`TransformersChat` runs a Hugging Face model in process. Heavy modules load on first use.
+`TransformersChat` runs a Hugging Face model in process; `LangChainChat` adapts a LangChain
+chat model. `resolve_model` turns a spec (``"ollama:qwen2.5"``, ``"local"``, a model
+object) into one of them. Heavy modules load on first use.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from redline.llm._base import (
 from redline.llm._resolve import resolve_model
 
 if TYPE_CHECKING:
+    from redline.llm.langchain import LangChainChat
     from redline.llm.local import LocalModel
     from redline.llm.openai import OpenAIChat
     from redline.llm.transformers import TransformersChat
@@ -31,6 +34,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ChatModel",
     "Completion",
+    "LangChainChat",
     "LocalModel",
     "Message",
     "Meter",
@@ -48,6 +52,7 @@ _LAZY = {
     "OpenAIChat": "redline.llm.openai",
     "LocalModel": "redline.llm.local",
     "TransformersChat": "redline.llm.transformers",
+    "LangChainChat": "redline.llm.langchain",
 }
 
 
