@@ -150,16 +150,44 @@ async def test_the_answer_and_the_evidence_are_fenced_as_untrusted(docs: Path) -
     closing = re.search(r"ANSWER-[0-9a-f]{8}>>>\n\nList", extraction).group(0)
     assert extraction.index("ANSWER-00000000>>>") < extraction.index(closing)
     assert sneaky in extraction
-    assert all(call["response_format"] == {"type": "json_object"} for call in model.calls)
+    # Each reply's schema is sent to the server (OpenAI's dialect by default).
+    formats = [call["response_format"] for call in model.calls]
+    assert [f["type"] for f in formats] == ["json_schema", "json_schema"]
+    claims, verdicts = (f["json_schema"]["schema"] for f in formats)
+    assert claims["required"] == ["claims"]
+    assert verdicts["properties"]["verdicts"]["items"]["properties"]["verdict"]["enum"] == [
+        "supported", "refuted", "not enough evidence"]
 
 
-async def test_an_answer_without_claims_passes_with_no_verdict(docs: Path) -> None:
+async def test_json_mode_off_sends_no_response_format(docs: Path) -> None:
+    model = fact_checker()
+    await FactCheckCritic(BM25Index.build(docs), model=model, json_mode=False).critique(
+        TASK, Candidate(text=FIXED))
+    assert all(call["response_format"] is None for call in model.calls)
+
+
+async def test_an_answer_without_claims_is_unchecked_not_verified(docs: Path) -> None:
     model = fact_checker()
     critique = await FactCheckCritic(BM25Index.build(docs), model=model).critique(
         TASK, Candidate(text="I would rather not say."))
-    assert (critique.score, critique.passed, critique.feedback) == (1.0, None, "")
-    assert critique.evidence == {"claims": [], "note": "no checkable claims"}
+    assert (critique.score, critique.passed) == (0.5, None)
+    assert critique.evidence["unchecked"] is True and critique.evidence["claims"] == []
+    assert "No checkable factual claim" in critique.feedback
     assert len(model.calls) == 1
+
+
+async def test_a_false_claim_the_model_misses_does_not_pass_the_loop(docs: Path) -> None:
+    # The case: a small model found no claim in a false statement and the
+    # critic called it fully supported (1.0), so the loop stopped as verified.
+    model = ScriptedChat(handler=lambda messages: (
+        '{"claims": []}' if "checkable factual claims" in messages[-1]["content"]
+        else "The Eiffel Tower is in Berlin (1925)"))
+    result = await redline.arefine(
+        "Where is the Eiffel Tower?", model=model,
+        critics=[FactCheckCritic(BM25Index.build(docs), model=model)],
+        threshold=0.8, budget=redline.Budget(max_rounds=1))
+    assert result.best.score == 0.5
+    assert result.stop_reason != StopReason.threshold
 
 
 async def test_unusable_replies_are_re_asked_once_then_raise(docs: Path) -> None:

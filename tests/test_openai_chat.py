@@ -247,17 +247,15 @@ async def test_missing_usage_is_estimated_from_the_text():
     assert completion.usage.output_tokens == 2
 
 
-@pytest.mark.parametrize("body", [
-    completion_body(choices=[]),
-    completion_body(choices=[{"index": 0, "finish_reason": "stop",
-                              "message": {"role": "assistant", "content": None}}]),
-])
-async def test_unusable_answers_raise_response_error(body):
+async def test_an_answer_without_text_raises_response_error_at_once():
+    body = completion_body(choices=[{"index": 0, "finish_reason": "stop",
+                                     "message": {"role": "assistant", "content": None}}])
     with OpenAICompatServer([Fail(200, body=body)]) as server:
         chat = make_chat(server)
         with pytest.raises(LLMResponseError, match="'test-model'"):
             await chat.complete(MESSAGES)
         await chat.aclose()
+    assert len(server.requests) == 1  # a well-formed reply without text: not retried
 
 
 def test_no_server_and_no_key_is_a_config_error(monkeypatch):
@@ -324,3 +322,153 @@ def test_one_model_serves_consecutive_refine_calls() -> None:
         first = redline.refine("Q", model=chat, critics=[lambda t: 1.0])
         second = redline.refine("Q", model=chat, critics=[lambda t: 1.0])
     assert first.text == second.text == "ok"
+
+
+# --- Malformed replies: a 200 that is not a chat completion ------------------------------
+
+@pytest.mark.parametrize("fault", Fail.malformed(), ids=lambda f: str(f.body)[:20])
+async def test_a_malformed_200_is_retried_like_other_transient_failures(fault):
+    with OpenAICompatServer([fault, "fine"]) as server:
+        chat = make_chat(server)
+        completion = await chat.complete(MESSAGES)
+        await chat.aclose()
+    assert completion.text == "fine" and len(server.requests) == 2
+
+
+@pytest.mark.parametrize("fault", Fail.malformed(), ids=lambda f: str(f.body)[:20])
+async def test_a_server_that_always_answers_malformed_raises_unavailable(fault):
+    with OpenAICompatServer(handler=lambda request: fault) as server:
+        chat = make_chat(server, max_attempts=3)
+        with pytest.raises(LLMUnavailableError, match="malformed response") as caught:
+            await chat.complete(MESSAGES)
+        await chat.aclose()
+    assert caught.value.attempts == 3 and len(server.requests) == 3
+    assert isinstance(caught.value.__cause__, LLMResponseError)
+
+
+async def test_a_dropped_connection_is_retried():
+    with OpenAICompatServer([Fail.dropped(), "after the drop"]) as server:
+        chat = make_chat(server)
+        completion = await chat.complete(MESSAGES)
+        await chat.aclose()
+    assert completion.text == "after the drop"
+
+
+async def test_soak_every_call_ends_with_a_result_or_a_redline_error():
+    """A server failing ~30% of requests with every fault kind: 100 loops, each ends
+    with a result or a redline error, never another exception."""
+    import random
+
+    import redline
+    from redline.errors import RedlineError
+
+    rng = random.Random(9)
+    faults = [*Fail.malformed(), Fail.dropped(), Fail(500), Fail(503),
+              Fail(429, headers={"Retry-After": "0"})]
+
+    def handler(request: dict) -> str | Fail:
+        if rng.random() < 0.3:
+            return rng.choice(faults)
+        if "grade" in request["messages"][0]["content"].lower():
+            return '{"score": 9, "feedback": ""}'
+        return "A draft answer."
+
+    outcomes: dict[str, int] = {}
+    with OpenAICompatServer(handler=handler) as server:
+        chat = make_chat(server, max_attempts=3, max_wait=0.01)
+        for _ in range(100):
+            try:
+                result = await redline.arefine("Say something.", model=chat,
+                                               critics=[redline.LLMJudge()],
+                                               budget=redline.Budget(max_rounds=1))
+                kind = "result" if result.best is not None else "empty result"
+            except RedlineError as exc:
+                kind = type(exc).__name__
+            outcomes[kind] = outcomes.get(kind, 0) + 1
+        await chat.aclose()
+    assert set(outcomes) <= {"result", "empty result", "LLMUnavailableError", "CriticError"}
+    assert outcomes.get("result", 0) >= 80, outcomes
+
+
+# --- Structured output: the schema in the server's dialect, and the fallback --------------
+
+SCHEMA = {"title": "verdict", "type": "object", "properties": {"score": {"type": "integer"}},
+          "required": ["score"], "additionalProperties": False}
+
+
+async def test_json_schema_is_sent_as_openai_structured_output():
+    with OpenAICompatServer(['{"score": 1}']) as server:
+        chat = make_chat(server)
+        await chat.complete(MESSAGES, json_schema=SCHEMA)
+        await chat.aclose()
+    assert server.requests[0]["response_format"] == {
+        "type": "json_schema", "json_schema": {"name": "verdict", "schema": SCHEMA,
+                                               "strict": True}}
+
+
+async def test_json_schema_in_the_llama_cpp_python_dialect():
+    with OpenAICompatServer(['{"score": 1}']) as server:
+        chat = make_chat(server, schema_dialect="llama-cpp-python")
+        await chat.complete(MESSAGES, json_schema=SCHEMA)
+        await chat.aclose()
+    assert server.requests[0]["response_format"] == {"type": "json_object", "schema": SCHEMA}
+
+
+async def test_response_format_and_json_schema_together_are_a_config_error():
+    chat = OpenAIChat("m", base_url="http://127.0.0.1:9/v1")
+    with pytest.raises(ConfigError, match="not both"):
+        await chat.complete(MESSAGES, response_format={"type": "json_object"},
+                            json_schema=SCHEMA)
+    with pytest.raises(ConfigError, match="schema_dialect"):
+        OpenAIChat("m", base_url="http://127.0.0.1:9/v1", schema_dialect="xml")
+
+
+@pytest.mark.parametrize("status", [400, 422])
+async def test_a_server_refusing_the_schema_is_asked_with_weaker_formats_and_remembered(status):
+    def handler(request: dict) -> str | Fail:
+        kind = (request.get("response_format") or {}).get("type")
+        if kind == "json_schema":
+            return Fail(status, body={"error": {"message": "json_schema not supported"}})
+        return '{"score": 2}'
+
+    with OpenAICompatServer(handler=handler) as server:
+        chat = make_chat(server)
+        first = await chat.complete(MESSAGES, json_schema=SCHEMA)
+        second = await chat.complete(MESSAGES, json_schema=SCHEMA)
+        await chat.aclose()
+    assert first.text == second.text == '{"score": 2}'
+    sent = [r.get("response_format") for r in server.requests]
+    # Refused once, then JSON mode; the second call goes straight to JSON mode.
+    assert sent == [{"type": "json_schema", "json_schema": {
+        "name": "verdict", "schema": SCHEMA, "strict": True}},
+        {"type": "json_object"}, {"type": "json_object"}]
+
+
+async def test_a_server_refusing_every_format_is_asked_without_one():
+    def handler(request: dict) -> str | Fail:
+        if "response_format" in request:
+            return Fail(400, body={"error": {"message": "response_format is not supported"}})
+        return "plain"
+
+    with OpenAICompatServer(handler=handler) as server:
+        chat = make_chat(server, schema_dialect="llama-cpp-python")
+        assert (await chat.complete(MESSAGES, json_schema=SCHEMA)).text == "plain"
+        assert (await chat.complete(MESSAGES, json_schema=SCHEMA)).text == "plain"
+        await chat.aclose()
+    assert [r.get("response_format", {}).get("type") for r in server.requests] == [
+        "json_object", "json_object", None, None]
+
+
+async def test_a_400_for_another_reason_is_not_taken_for_a_refused_format():
+    with OpenAICompatServer(handler=lambda request: Fail(
+            400, body={"error": {"message": "prompt too long"}})) as server:
+        chat = make_chat(server)
+        with pytest.raises(LLMError, match="prompt too long") as caught:
+            await chat.complete(MESSAGES, json_schema=SCHEMA)
+        assert caught.value.status == 400
+        # Nothing was learnt: the next call asks for the schema again.
+        server_requests_before = len(server.requests)
+        with pytest.raises(LLMError):
+            await chat.complete(MESSAGES, json_schema=SCHEMA)
+        await chat.aclose()
+    assert server.requests[server_requests_before]["response_format"]["type"] == "json_schema"

@@ -35,18 +35,62 @@ __all__ = ["Fail", "OpenAICompatServer"]
 
 @dataclass(frozen=True)
 class Fail:
-    """A scripted non-standard response: an HTTP error, or any raw body.
+    """A scripted non-standard response: an HTTP error, any raw body, or a dropped line.
+
+    The class methods build the faults a real deployment meets (`truncated_json`,
+    `html`, `no_choices`, `wrong_types`, `dropped`); `malformed` gives the 200s whose
+    body is not a chat completion.
 
     Attributes:
         status: the HTTP status, e.g. 429, 500, or 200 with a malformed ``body``.
         body: a JSON-able value sent as JSON, or a ``str`` sent verbatim as text; None
             sends ``{"error": {"message": "scripted failure <status>", ...}}``.
         headers: extra response headers, e.g. ``{"Retry-After": "0"}``.
+        content_type: the ``Content-Type`` to send instead of the one the body implies
+            (``application/json`` with a ``str`` body sends broken JSON as JSON).
+        disconnect: close the connection without answering (``status`` is unused).
     """
 
     status: int
     body: Any = None
     headers: Mapping[str, str] | None = None
+    content_type: str | None = None
+    disconnect: bool = False
+
+    @classmethod
+    def truncated_json(cls) -> Fail:
+        """A 200 whose JSON body is cut off mid-way."""
+        return cls(200, body='{"id": "chatcmpl-1", "object": "chat.completion", "choices": '
+                             '[{"index": 0, "message": {"role": "assistant", "cont',
+                   content_type="application/json")
+
+    @classmethod
+    def html(cls) -> Fail:
+        """A 200 with a proxy's HTML page instead of JSON."""
+        return cls(200, body="<html><body><h1>Service temporarily unavailable</h1>"
+                             "</body></html>", content_type="text/html; charset=utf-8")
+
+    @classmethod
+    def no_choices(cls) -> Fail:
+        """A 200 chat completion with an empty ``choices`` list."""
+        return cls(200, body={"id": "chatcmpl-1", "object": "chat.completion", "created": 0,
+                              "model": "test-model", "choices": []})
+
+    @classmethod
+    def wrong_types(cls) -> Fail:
+        """A 200 whose fields have the wrong types (``choices`` a string, and so on)."""
+        return cls(200, body={"id": 7, "object": "chat.completion", "created": "now",
+                              "model": ["m"], "choices": "none", "usage": "lots"})
+
+    @classmethod
+    def dropped(cls) -> Fail:
+        """The connection closes before any response is sent."""
+        return cls(0, disconnect=True)
+
+    @classmethod
+    def malformed(cls) -> tuple[Fail, ...]:
+        """Every 200 whose body is not a chat completion, one of each kind."""
+        return (cls.truncated_json(), cls.html(), cls.no_choices(), cls.wrong_types())
 
 
 Reply = str | Fail
@@ -231,21 +275,28 @@ def _make_handler(server: OpenAICompatServer) -> type[BaseHTTPRequestHandler]:
             except Exception as exc:
                 self._send(500, _error(500, f"handler raised {exc!r}"))
                 return
-            if isinstance(reply, Fail):
+            if isinstance(reply, Fail) and reply.disconnect:
+                self.close_connection = True
+                try:
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass  # the client went first
+            elif isinstance(reply, Fail):
                 body = reply.body if reply.body is not None else _error(
                     reply.status, f"scripted failure {reply.status}")
-                self._send(reply.status, body, reply.headers)
+                self._send(reply.status, body, reply.headers, reply.content_type)
             elif isinstance(reply, str):
                 self._send(200, server._completion(request, reply))
             else:
                 self._send(500, _error(500, f"the script gave {reply!r}, not a str or Fail"))
 
-        def _send(self, status: int, body: Any,
-                  headers: Mapping[str, str] | None = None) -> None:
+        def _send(self, status: int, body: Any, headers: Mapping[str, str] | None = None,
+                  content_type: str | None = None) -> None:
             if isinstance(body, str):
-                data, content_type = body.encode("utf-8"), "text/plain; charset=utf-8"
+                data, implied = body.encode("utf-8"), "text/plain; charset=utf-8"
             else:
-                data, content_type = json.dumps(body).encode("utf-8"), "application/json"
+                data, implied = json.dumps(body).encode("utf-8"), "application/json"
+            content_type = content_type or implied
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(data)))

@@ -9,33 +9,57 @@
 Score: the fraction of claims supported. Verdict: ``passed=False`` when any claim is
 refuted. Feedback: each refuted claim with the cited result's title, id and a snippet,
 then the claims the sources do not support.
+
+An answer in which no checkable claim was found is *unchecked*, not verified: it scores
+`UNCHECKED_SCORE` (0.5) with ``passed=None`` and ``evidence["unchecked"] == True``. A
+claim-free answer (a poem) and a failure to find the claims ("The Eiffel Tower is in
+Berlin (1925)" read by a small model) look the same from here, and neither is evidence
+that the answer is right.
 """
 
 from __future__ import annotations
 
-import logging
 import re
-import secrets
-from collections.abc import Callable
 from pathlib import Path
 from string import Template
-from typing import Any, TypeVar
+from typing import Any
 
 from redline._aio import gather_all
+from redline.critics._ask import Fence, ask_json
 from redline.critics._json import find_json
 from redline.critics.base import Critic
-from redline.errors import ConfigError, CriticError
+from redline.errors import ConfigError
 from redline.feedback_sources.search import BM25Index, Hit, HttpSearch, SearchSource
 from redline.llm._base import ChatModel, Message, run_model
 from redline.types import Candidate, Critique, Task
 
-__all__ = ["FactCheckCritic", "factcheck_critic"]
-
-log = logging.getLogger("redline.critics")
-
-T = TypeVar("T")
+__all__ = ["UNCHECKED_SCORE", "FactCheckCritic", "factcheck_critic"]
 
 SUPPORTED, REFUTED, UNKNOWN = "supported", "refuted", "not enough evidence"
+
+UNCHECKED_SCORE = 0.5
+"""The score of an answer in which no checkable claim was found: neither supported nor
+refuted, so half-way, below any sensible threshold and above a refuted answer."""
+
+_CLAIMS_SCHEMA: dict[str, Any] = {
+    "title": "claims", "type": "object", "additionalProperties": False,
+    "required": ["claims"],
+    "properties": {"claims": {"type": "array", "items": {
+        "type": "object", "additionalProperties": False, "required": ["claim", "query"],
+        "properties": {"claim": {"type": "string"}, "query": {"type": "string"}}}}},
+}
+_VERDICTS_SCHEMA: dict[str, Any] = {
+    "title": "verdicts", "type": "object", "additionalProperties": False,
+    "required": ["verdicts"],
+    "properties": {"verdicts": {"type": "array", "items": {
+        "type": "object", "additionalProperties": False,
+        "required": ["claim", "verdict", "evidence", "explanation"],
+        "properties": {
+            "claim": {"type": "integer"},
+            "verdict": {"type": "string", "enum": [SUPPORTED, REFUTED, UNKNOWN]},
+            "evidence": {"type": "string"},
+            "explanation": {"type": "string"}}}}},
+}
 _VERDICTS = {
     "supported": SUPPORTED, "support": SUPPORTED, "true": SUPPORTED,
     "refuted": REFUTED, "refute": REFUTED, "contradicted": REFUTED, "false": REFUTED,
@@ -93,8 +117,9 @@ class FactCheckCritic(Critic):
     (``passed=False``) when any claim is refuted. A verdict must cite one of the results
     shown to the model; one that cites none counts as not enough evidence, and a claim
     whose query found nothing is not enough evidence without asking the model. An
-    answer with no checkable claim scores 1.0 with ``passed=None``, no feedback and
-    ``evidence["claims"] == []``. An unusable model reply is re-asked once, then the
+    answer in which no checkable claim was found is unchecked: it scores
+    `UNCHECKED_SCORE` with ``passed=None``, feedback saying so, ``evidence["claims"] ==
+    []`` and ``evidence["unchecked"] == True``. An unusable model reply is re-asked once, then the
     critic raises `CriticError`; a search source that cannot answer raises
     `FeedbackSourceError`.
 
@@ -111,8 +136,9 @@ class FactCheckCritic(Critic):
         k: search results per claim.
         evidence_chars: each result's text is cut to this many characters in the prompt.
         snippet_chars: the longest snippet quoted in the feedback.
-        json_mode: ask the server for a JSON object (``response_format``); turn off for
-            servers that reject it.
+        json_mode: send the replies' JSON schemas to the server (``response_format`` in
+            the server's dialect, see `ChatModel.structured_format`); off, the JSON is
+            asked for in the prompt only.
     """
 
     def __init__(self, source: SearchSource, *, model: ChatModel | None = None,
@@ -138,8 +164,13 @@ class FactCheckCritic(Critic):
                               "FactCheckCritic(source, model=...) or run it inside refine()")
         claims, truncated = await self._claims(model, task, candidate)
         if not claims:
-            return Critique(critic=self.name, score=1.0, passed=None, feedback="",
-                            evidence={"claims": [], "note": "no checkable claims"})
+            return Critique(
+                critic=self.name, score=UNCHECKED_SCORE, passed=None,
+                feedback="No checkable factual claim was found in the answer, so none could "
+                         "be verified against the sources: state the facts it relies on "
+                         "plainly (names, dates, numbers, places).",
+                evidence={"claims": [], "unchecked": True,
+                          "note": "no checkable claims: unchecked, not verified"})
         queries = list(dict.fromkeys(c["query"] for c in claims))
         # The run's max_seconds bounds these searches too (the loop times each node).
         results = await gather_all(*(self.source.search(q, self.k) for q in queries))
@@ -163,15 +194,17 @@ class FactCheckCritic(Critic):
 
     async def _claims(self, model: ChatModel, task: Task,
                       candidate: Candidate) -> tuple[list[dict[str, Any]], bool]:
-        opening, closing = _markers("ANSWER")
+        fence = Fence.new("ANSWER")
         messages: list[Message] = [
             {"role": "system", "content": _EXTRACT_SYSTEM},
             {"role": "user", "content": _EXTRACT_USER.substitute(
-                task=task.prompt, open=opening, close=closing, max_claims=self.max_claims,
-                answer=candidate.text.replace(closing, ""))}]
-        data = await self._ask(model, messages, 64 + 80 * self.max_claims, _parse_claims,
-                               lambda problem: _EXTRACT_REASK.substitute(problem=problem),
-                               "claims")
+                task=task.prompt, open=fence.opening, close=fence.closing,
+                max_claims=self.max_claims, answer=fence.quote(candidate.text))}]
+        data = await ask_json(
+            model, messages, parse=_parse_claims,
+            reask=lambda problem: _EXTRACT_REASK.substitute(problem=problem),
+            schema=_CLAIMS_SCHEMA if self.json_mode else None,
+            max_tokens=64 + 80 * self.max_claims, critic=self.name, what="claims")
         return data[:self.max_claims], len(data) > self.max_claims
 
     async def _judge(self, model: ChatModel, claims: list[dict[str, Any]]) -> None:
@@ -182,7 +215,7 @@ class FactCheckCritic(Critic):
         asked = [c for c in claims if c["hits"]]
         if not asked:
             return
-        opening, closing = _markers("DATA")
+        fence = Fence.new("DATA")
         labels: dict[str, Hit] = {}
         blocks = []
         for number, claim in enumerate(asked, 1):
@@ -197,12 +230,13 @@ class FactCheckCritic(Critic):
         messages: list[Message] = [
             {"role": "system", "content": _VERIFY_SYSTEM},
             {"role": "user", "content": _VERIFY_USER.substitute(
-                open=opening, close=closing, n=len(asked),
-                claims="\n\n".join(blocks).replace(closing, ""))}]
-        verdicts = await self._ask(
-            model, messages, 64 + 80 * len(asked),
-            lambda text: _parse_verdicts(text, len(asked)),
-            lambda problem: _VERIFY_REASK.substitute(problem=problem, n=len(asked)), "verdicts")
+                open=fence.opening, close=fence.closing, n=len(asked),
+                claims=fence.quote("\n\n".join(blocks)))}]
+        verdicts = await ask_json(
+            model, messages, parse=lambda text: _parse_verdicts(text, len(asked)),
+            reask=lambda problem: _VERIFY_REASK.substitute(problem=problem, n=len(asked)),
+            schema=_VERDICTS_SCHEMA if self.json_mode else None,
+            max_tokens=64 + 80 * len(asked), critic=self.name, what="verdicts")
         for claim, (verdict, cited, explanation) in zip(asked, verdicts, strict=True):
             hit = _resolve(cited, labels)
             if verdict != UNKNOWN and hit is None:
@@ -210,25 +244,6 @@ class FactCheckCritic(Critic):
                 explanation = f"(the model cited no result shown to it) {explanation}".strip()
                 verdict = UNKNOWN
             claim.update(verdict=verdict, cited=hit, explanation=explanation)
-
-    async def _ask(self, model: ChatModel, messages: list[Message], max_tokens: int,
-                   parse: Callable[[str], tuple[list[Any] | None, str]],
-                   reask: Callable[[str], str], what: str) -> list[Any]:
-        """The parsed reply, asking once more with the problem when it is unusable."""
-        response_format = {"type": "json_object"} if self.json_mode else None
-        for attempt in (1, 2):
-            completion = await model.complete(messages, max_tokens=max_tokens, temperature=0.0,
-                                               response_format=response_format)
-            parsed, problem = parse(completion.text)
-            if parsed is not None:
-                return parsed
-            log.info("factcheck %r: unusable %s (attempt %d): %s", self.name, what, attempt,
-                     problem)
-            messages = [*messages, {"role": "assistant", "content": completion.text},
-                        {"role": "user", "content": reask(problem)}]
-        raise CriticError(
-            f"factcheck {self.name!r}: model {model.model!r} gave no usable {what} after 2 "
-            f"tries ({problem}); last reply: {completion.text[:200]!r}", critic=self.name)
 
     def _feedback(self, claims: list[dict[str, Any]]) -> str:
         parts = []
@@ -247,11 +262,6 @@ class FactCheckCritic(Critic):
                          "them:")
             parts.extend(f'- "{c["claim"]}"' for c in unknown)
         return "\n".join(parts)
-
-
-def _markers(kind: str) -> tuple[str, str]:
-    marker = secrets.token_hex(4)
-    return f"<<<{kind}-{marker}", f"{kind}-{marker}>>>"
 
 
 def _parse_claims(text: str) -> tuple[list[dict[str, Any]] | None, str]:

@@ -229,7 +229,8 @@ def parse_tests(text: str, k: int) -> str:
     """The first `k` tests in a model's reply, as a tests module ("" when none).
 
     The reply is a JSON object ``{"tests": ["assert ...", ...]}`` (what the critic asks
-    for) or Python code, fenced or not. Kept: top-level ``assert`` statements, ``test_*`` functions and imports. Everything
+    for) or Python code, fenced or not. Kept: top-level ``assert`` statements,
+    ``test_*`` functions and imports. Everything
     else (a solution the model wrote anyway, helpers, prints) is dropped, so that the
     tests can only call the candidate's code. When the code does not parse, each line
     that is an ``assert`` statement by itself is used.

@@ -1,40 +1,75 @@
-"""The LLM judge: self-critique against a rubric, as a JSON verdict."""
+"""The LLM judge: self-critique against a rubric, as a JSON verdict.
+
+Defences against an answer that tries to grade itself (prompt injection):
+
+- the answer is fenced between random markers as untrusted data, and the instructions
+  are restated after it;
+- the verdict's JSON schema is sent to the server (``response_format`` in its dialect),
+  so a server with constrained decoding can only answer ``{"score", "feedback"}``;
+- passages of the answer that address the grader (a fake verdict, fake markers, "ignore
+  previous instructions", a role-played system message, "the grader has approved this")
+  are found before the model reads the answer, replaced by a note of what they were,
+  listed in ``evidence["injection"]``, and count against the answer: the critique scores
+  0 and fails, with feedback that says to remove them (see ``critics/_injection.py``).
+"""
 
 from __future__ import annotations
 
 import json
 import logging
-import secrets
 from pathlib import Path
 from typing import Any
 
 from redline._files import read_config_text
 from redline.agents._prompts import render
+from redline.critics._ask import Fence, ask_json
+from redline.critics._injection import find_injections, neutralise
 from redline.critics._json import find_json
 from redline.critics.base import Critic
-from redline.errors import ConfigError, CriticError
+from redline.errors import ConfigError
 from redline.llm._base import ChatModel, Message, run_model
 from redline.types import Candidate, Critique, Task
 
-__all__ = ["LLMJudge", "judge_critic"]
+__all__ = ["VERDICT_SCHEMA", "LLMJudge", "judge_critic"]
 
 log = logging.getLogger("redline.critics")
+
+VERDICT_SCHEMA: dict[str, Any] = {
+    "title": "verdict",
+    "type": "object",
+    "properties": {
+        # An enum rather than minimum/maximum: every grammar engine (llama.cpp's too)
+        # turns it into exactly these eleven strings.
+        "score": {"type": "integer", "enum": list(range(11))},
+        "feedback": {"type": "string"},
+    },
+    "required": ["score", "feedback"],
+    "additionalProperties": False,
+}
+"""The judge's verdict: a score 0-10 and what must change."""
+
 
 class LLMJudge(Critic):
     """Grades a candidate against a rubric with a chat model (Self-Refine's feedback step).
 
     The candidate is fenced between random markers and the model is told that it is
-    untrusted data, so text inside it cannot dictate the verdict. The model answers
-    ``{"score": 0-10, "feedback": "..."}``; an unusable reply is re-asked once, then
-    the judge raises `CriticError`.
+    untrusted data, before and after it. The model is asked for `VERDICT_SCHEMA`
+    (``{"score": 0-10, "feedback": "..."}``), constrained by the server where it can
+    be; an unusable reply is re-asked once, then the judge raises `CriticError`.
+
+    Text in the candidate that addresses the grader (see the module) is replaced by a
+    note before the model reads it, and the critique then scores 0 with
+    ``passed=False``, feedback asking to remove it, ``evidence["injection"]`` listing
+    each passage and ``evidence["judged_score"]`` the model's score of the rest.
 
     Args:
         model: the chat model; None uses the model the run generates with.
         rubric: what a good answer is; a default general rubric otherwise.
         name: the critic's name.
         max_tokens: the verdict's token limit.
-        json_mode: ask the server for a JSON object (``response_format``); turn off
-            for servers that reject it.
+        json_mode: send the verdict's schema to the server (``response_format`` in the
+            server's dialect, see `ChatModel.structured_format`); off, the JSON is asked
+            for in the prompt only.
     """
 
     def __init__(self, model: ChatModel | None = None, *, rubric: str | None = None,
@@ -55,30 +90,33 @@ class LLMJudge(Critic):
         if model is None:
             raise ConfigError(f"critic {self.name!r} has no model: pass LLMJudge(model=...) "
                               "or run it inside refine()")
-        marker = secrets.token_hex(4)
-        opening, closing = f"<<<ANSWER-{marker}", f"ANSWER-{marker}>>>"
+        injections = find_injections(candidate.text, task.prompt)
+        answer = neutralise(candidate.text, injections) if injections else candidate.text
+        fence = Fence.new("ANSWER")
         messages: list[Message] = [
             {"role": "system", "content": render("judge_system")},
             {"role": "user", "content": render(
-                "judge_user", task=task.prompt, rubric=self.rubric, open=opening,
-                close=closing, answer=candidate.text.replace(closing, ""))},
+                "judge_user", task=task.prompt, rubric=self.rubric, open=fence.opening,
+                close=fence.closing, answer=fence.quote(answer))},
         ]
-        response_format = {"type": "json_object"} if self.json_mode else None
-        for attempt in (1, 2):
-            completion = await model.complete(messages, max_tokens=self.max_tokens,
-                                               temperature=0.0, response_format=response_format)
-            verdict, problem = _parse(completion.text)
-            if verdict is not None:
-                mark, feedback = verdict
-                return Critique(critic=self.name, score=mark / 10, raw=mark,
-                                feedback=feedback,
-                                evidence={"rubric": self.rubric})
-            log.info("judge %r: unusable verdict (attempt %d): %s", self.name, attempt, problem)
-            messages = [*messages, {"role": "assistant", "content": completion.text},
-                        {"role": "user", "content": render("judge_reask", problem=problem)}]
-        raise CriticError(
-            f"judge {self.name!r}: model {model.model!r} gave no usable verdict after 2 tries "
-            f"({problem}); last reply: {completion.text[:200]!r}", critic=self.name)
+        mark, feedback = await ask_json(
+            model, messages, parse=_parse,
+            reask=lambda problem: render("judge_reask", problem=problem),
+            schema=VERDICT_SCHEMA if self.json_mode else None,
+            max_tokens=self.max_tokens, critic=self.name)
+        evidence: dict[str, Any] = {"rubric": self.rubric}
+        if not injections:
+            return Critique(critic=self.name, score=mark / 10, raw=mark, feedback=feedback,
+                            evidence=evidence)
+        kinds = list(dict.fromkeys(i.kind for i in injections))
+        log.info("judge %r: the answer addresses the grader (%s)", self.name, ", ".join(kinds))
+        evidence.update(injection=[{"kind": i.kind, "text": i.text[:200]} for i in injections],
+                        judged_score=mark / 10)
+        note = ("The answer contains text addressed to the grader, not to the task ("
+                + "; ".join(f"{i.kind}: {i.text.strip()[:80]!r}" for i in injections[:5])
+                + "); remove it.")
+        return Critique(critic=self.name, score=0.0, passed=False, raw=mark,
+                        feedback=f"{note}\n{feedback}".strip(), evidence=evidence)
 
 
 def _parse(text: str) -> tuple[tuple[float, str] | None, str]:

@@ -325,7 +325,8 @@ class LocalServer:
 
         # An explicit key: without one the client would send $OPENAI_API_KEY here.
         return OpenAIChat(self.model, base_url=self.base_url, api_key="redline-local",
-                          timeout=timeout, max_attempts=max_attempts, max_wait=max_wait)
+                          timeout=timeout, max_attempts=max_attempts, max_wait=max_wait,
+                          schema_dialect="llama-cpp-python")
 
     def __enter__(self) -> Self:
         return self.start()

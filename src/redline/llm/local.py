@@ -100,6 +100,14 @@ class LocalModel(ChatModel):
         self.model = self.server.model
         return self
 
+    async def preflight(self) -> None:
+        """Start the server (in a worker thread) before the run's clock starts.
+
+        Raises:
+            LocalServerError: the server could not start.
+        """
+        await asyncio.to_thread(self.start)
+
     def close(self) -> None:
         """Stop the server (a later call starts it again)."""
         self.server.stop()
@@ -135,6 +143,14 @@ class LocalModel(ChatModel):
             return await chat._complete(
                 messages, max_tokens=max_tokens, temperature=temperature, stop=stop,
                 seed=seed, response_format=response_format)
+
+    def structured_format(self, schema: dict[str, Any]) -> dict[str, Any] | None:
+        """llama-cpp-python's dialect: ``{"type": "json_object", "schema": schema}``.
+
+        Its server compiles the schema to a grammar, so the model can only write JSON
+        that matches it (its request model accepts no ``"json_schema"`` type).
+        """
+        return {"type": "json_object", "schema": schema}
 
     def _state(self) -> _LoopState:
         # The model may serve several event loops in turn (one `refine()` after another

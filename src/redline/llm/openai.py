@@ -1,21 +1,29 @@
 """`OpenAIChat`: any OpenAI-compatible chat server (OpenAI, vLLM, llama.cpp, Ollama).
 
-Transient failures (429, 408, 5xx, timeouts, refused connections) are retried here and
-nowhere else, with jittered exponential backoff or the server's ``Retry-After``; when
-they outlast the retries the call raises `LLMUnavailableError`. Other HTTP errors raise
-`LLMError` at once.
+Transient failures (429, 408, 5xx, timeouts, refused connections, and a 200 whose body
+is not a chat completion: truncated JSON, an HTML page from a proxy, no choices, fields
+of the wrong type) are retried here and nowhere else, with jittered exponential backoff
+or the server's ``Retry-After``; when they outlast the retries the call raises
+`LLMUnavailableError`. Other HTTP errors raise `LLMError` at once.
+
+Structured output: `OpenAIChat.structured_format` maps a JSON schema to the server's
+dialect (``schema_dialect``). A server that rejects the format (HTTP 400 or 422) is asked
+again with a weaker one (schema → JSON mode → none), and the instance remembers what
+the server refused once the weaker request succeeded.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import openai
+from openai.types.chat import ChatCompletion
 from tenacity import (
     RetryCallState,
     RetryError,
@@ -23,7 +31,7 @@ from tenacity import (
 
 from redline._retry import is_transient_status, retrying, root_cause
 from redline.errors import ConfigError, LLMError, LLMResponseError, LLMUnavailableError
-from redline.llm._base import ChatModel, Completion, Message, Price
+from redline.llm._base import ChatModel, Completion, Message, Price, json_schema_format
 from redline.types import Usage
 
 __all__ = ["OpenAIChat"]
@@ -33,6 +41,11 @@ _log = logging.getLogger("redline.llm")
 _OPENAI_URL = "https://api.openai.com/v1"
 _PLACEHOLDER_KEY = "not-needed"
 """Local servers (vLLM, llama.cpp) ignore the key, but the client insists on one."""
+
+SchemaDialect = Literal["json_schema", "llama-cpp-python", "json_object", "none"]
+"""How a server is asked for JSON matching a schema (see `OpenAIChat`)."""
+_REFUSAL_STATUSES = (400, 422)
+"""What a server answers to a ``response_format`` it does not support."""
 
 
 class OpenAIChat(ChatModel):
@@ -58,6 +71,11 @@ class OpenAIChat(ChatModel):
         client: an `openai.AsyncOpenAI` to use instead of building one (its own retries
             are turned off); ``base_url``, ``api_key`` and ``timeout`` are then ignored
             and `aclose` leaves it open.
+        schema_dialect: how `complete(json_schema=...)` asks the server for JSON:
+            ``"json_schema"`` (OpenAI's structured outputs: OpenAI, vLLM, llama.cpp's
+            ``llama-server``, Ollama's ``/v1``), ``"llama-cpp-python"`` (``{"type":
+            "json_object", "schema": ...}``, the llama-cpp-python server), ``"json_object"``
+            (JSON mode, no schema) or ``"none"`` (ask in the prompt only).
 
     Raises:
         ConfigError: no API key and no base URL, a base URL that is not http(s), or a
@@ -75,6 +93,7 @@ class OpenAIChat(ChatModel):
         max_attempts: int = 5,
         max_wait: float = 30.0,
         client: openai.AsyncOpenAI | None = None,
+        schema_dialect: SchemaDialect = "json_schema",
     ) -> None:
         if not model:
             raise ConfigError("OpenAIChat needs a model name, e.g. OpenAIChat('gpt-4o-mini')")
@@ -84,8 +103,14 @@ class OpenAIChat(ChatModel):
             raise ConfigError(
                 f"timeout must be > 0 and max_wait >= 0, got timeout={timeout}, "
                 f"max_wait={max_wait}")
+        if schema_dialect not in ("json_schema", "llama-cpp-python", "json_object", "none"):
+            raise ConfigError(f"schema_dialect must be 'json_schema', 'llama-cpp-python', "
+                              f"'json_object' or 'none', got {schema_dialect!r}")
         self.model = model
         self.price = price
+        self.schema_dialect: SchemaDialect = schema_dialect
+        # response_format kinds this server refused (400/422), learnt per instance.
+        self._refused_formats: set[str] = set()
         if client is not None:
             self._owns_client = False
             self._client = client if client.max_retries == 0 else client.with_options(
@@ -128,10 +153,51 @@ class OpenAIChat(ChatModel):
             params["stop"] = list(stop)
         if seed is not None:
             params["seed"] = seed
-        if response_format is not None:
-            params["response_format"] = response_format
+        refused: list[str] = []
+        response_format = self._accepted_format(response_format)
+        while True:
+            if response_format is not None:
+                params["response_format"] = response_format
+            else:
+                params.pop("response_format", None)
+            try:
+                response = await self._send(params)
+                break
+            except LLMError as exc:
+                if response_format is None or exc.status not in _REFUSAL_STATUSES:
+                    raise
+                kind = _format_kind(response_format)
+                refused.append(kind)
+                response_format = self._accepted_format(_weaker_format(response_format))
+                _log.warning("model %r at %s refused response_format %s (%s); asking with %s",
+                             self.model, self.base_url, kind, exc,
+                             _format_kind(response_format) if response_format else "none")
+        # Remembered only once a weaker format worked: a 400 for another reason (a prompt
+        # too long) fails again without the format and teaches nothing.
+        self._refused_formats.update(refused)
+        return self._completion(response, messages, max_tokens)
+
+    def structured_format(self, schema: dict[str, Any]) -> dict[str, Any] | None:
+        """The ``response_format`` for `schema` in this server's ``schema_dialect``."""
+        if self.schema_dialect == "json_schema":
+            return json_schema_format(schema)
+        if self.schema_dialect == "llama-cpp-python":
+            return {"type": "json_object", "schema": schema}
+        if self.schema_dialect == "json_object":
+            return {"type": "json_object"}
+        return None
+
+    def _accepted_format(self, response_format: dict[str, Any] | None) -> dict[str, Any] | None:
+        """`response_format`, weakened past what this server refused before."""
+        while response_format is not None and _format_kind(response_format) in \
+                self._refused_formats:
+            response_format = _weaker_format(response_format)
+        return response_format
+
+    async def _send(self, params: dict[str, Any]) -> Any:
+        """One call with retries; failures as redline's errors."""
         try:
-            response = await self._retrying.copy()(self._create, params)
+            return await self._retrying.copy()(self._create, params)
         except RetryError as exc:
             attempts, last = exc.last_attempt.attempt_number, exc.last_attempt.exception()
             status = last.status_code if isinstance(last, openai.APIStatusError) else None
@@ -141,16 +207,28 @@ class OpenAIChat(ChatModel):
                 attempts=attempts, last_status=status) from last
         except openai.APIStatusError as exc:
             raise LLMError(self._rejected(exc), status=exc.status_code) from exc
-        except openai.APIResponseValidationError as exc:
-            raise LLMResponseError(
-                f"model {self.model!r} at {self.base_url} sent a malformed response: "
-                f"{exc.message}") from exc
-        return self._completion(response, messages, max_tokens)
 
     async def _create(self, params: dict[str, Any]) -> Any:
         # A coroutine function of our own: tenacity awaits only what it sees as one, and
         # the client's `create` hides behind a plain decorator.
-        return await self._loop_client().chat.completions.create(**params)
+        try:
+            response = await self._loop_client().chat.completions.create(**params)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            # The client decodes a JSON content type itself and lets this escape.
+            raise self._malformed(f"the body is not valid JSON ({exc})") from exc
+        except openai.APIResponseValidationError as exc:
+            raise self._malformed(exc.message) from exc
+        problem = _shape_problem(response)
+        if problem:
+            raise self._malformed(problem)
+        return response
+
+    def _malformed(self, problem: str) -> LLMResponseError:
+        # A 200 that is not a chat completion is a proxy's error page or a reply cut in
+        # transit far more often than a server that always answers so: retried.
+        return LLMResponseError(
+            f"model {self.model!r} at {self.base_url} sent a malformed response: {problem}",
+            status=200)
 
     def _new_client(self) -> openai.AsyncOpenAI:
         return openai.AsyncOpenAI(base_url=self.base_url, api_key=self._key,
@@ -168,17 +246,14 @@ class OpenAIChat(ChatModel):
 
     def _completion(self, response: Any, messages: Sequence[Message],
                     max_tokens: int) -> Completion:
-        if not response.choices:
-            raise LLMResponseError(
-                f"model {self.model!r} at {self.base_url} returned no choices")
-        choice = response.choices[0]
+        choice = response.choices[0]  # its shape was checked by _create
         text = choice.message.content
         if text is None:
             refusal = getattr(choice.message, "refusal", None)
             why = f"refusal: {refusal}" if refusal else f"finish_reason={choice.finish_reason!r}"
             raise LLMResponseError(
                 f"model {self.model!r} at {self.base_url} returned no text ({why})")
-        usage = response.usage
+        usage = getattr(response, "usage", None)
         if usage is None:
             # Budgets need a number: over-estimate rather than under-count. A token is
             # at least one UTF-8 byte, and the server cannot pass max_tokens.
@@ -190,7 +265,8 @@ class OpenAIChat(ChatModel):
             tokens = Usage(input_tokens=usage.prompt_tokens or 0,
                            output_tokens=usage.completion_tokens or 0)
         return Completion(text=text, usage=tokens, finish_reason=choice.finish_reason,
-                          model=response.model or self.model)
+                          model=response.model if isinstance(response.model, str)
+                          and response.model else self.model)
 
     def _rejected(self, exc: openai.APIStatusError) -> str:
         message = (f"model {self.model!r} at {self.base_url} rejected the request: "
@@ -237,15 +313,67 @@ def _headers_of(exc: BaseException) -> Mapping[str, str] | None:
 
 
 def _is_transient(exc: BaseException) -> bool:
-    """Whether trying again may succeed: overload, server faults, the network."""
+    """Whether trying again may succeed: overload, server faults, the network, a
+    malformed body (the only `LLMResponseError` raised inside an attempt)."""
     if isinstance(exc, openai.APIStatusError):
         return is_transient_status(exc.status_code)
     # APITimeoutError is an APIConnectionError.
-    return isinstance(exc, openai.APIConnectionError)
+    return isinstance(exc, openai.APIConnectionError | LLMResponseError)
+
+
+def _shape_problem(response: Any) -> str:
+    """What makes `response` not a usable chat completion ("" when it is one).
+
+    The client builds its objects without validating them, so a 200 with an HTML page
+    arrives as a ``str`` and a body with fields of the wrong type as an object holding
+    them: everything `_completion` reads is checked here.
+    """
+    if not isinstance(response, ChatCompletion):
+        return f"not a chat completion but {type(response).__name__} {str(response)[:80]!r}"
+    choices = getattr(response, "choices", None)
+    if not isinstance(choices, list):
+        return f'"choices" is {type(choices).__name__}, not a list'
+    if not choices:
+        return "no choices"
+    message = getattr(choices[0], "message", None)
+    if message is None or isinstance(message, str | int | float | list | dict):
+        return f"choices[0] has no message ({choices[0]!r:.80})"
+    content = getattr(message, "content", None)
+    if content is not None and not isinstance(content, str):
+        return f"the message content is {type(content).__name__}, not a string"
+    finish = getattr(choices[0], "finish_reason", None)
+    if finish is not None and not isinstance(finish, str):
+        return f"finish_reason is {type(finish).__name__}, not a string"
+    model = getattr(response, "model", None)
+    if model is not None and not isinstance(model, str):
+        return f'"model" is {type(model).__name__}, not a string'
+    usage = getattr(response, "usage", None)
+    if usage is not None:
+        counts = [getattr(usage, "prompt_tokens", None), getattr(usage, "completion_tokens", None)]
+        if isinstance(usage, str | int | float | list | dict) or any(
+                c is not None and (not isinstance(c, int) or isinstance(c, bool) or c < 0)
+                for c in counts):
+            return f'"usage" is malformed ({usage!r:.80})'
+    return ""
+
+
+def _format_kind(response_format: dict[str, Any]) -> str:
+    """A name for what a ``response_format`` asks: the unit a server refuses."""
+    kind = str(response_format.get("type"))
+    return f"{kind}+schema" if kind == "json_object" and "schema" in response_format else kind
+
+
+def _weaker_format(response_format: dict[str, Any]) -> dict[str, Any] | None:
+    """The next thing to ask a server that refused `response_format`."""
+    if _format_kind(response_format) in ("json_schema", "json_object+schema"):
+        return {"type": "json_object"}
+    return None
 
 
 def _describe(exc: BaseException | None, timeout: float | None) -> str:
     """One line on a failed attempt, for logs and error messages."""
+    if isinstance(exc, LLMResponseError):
+        return "a malformed response: " + str(exc).partition("a malformed response: ")[2]
     if isinstance(exc, openai.APIStatusError):
         return f"HTTP {exc.status_code}: {_server_message(exc)}"
     if isinstance(exc, openai.APITimeoutError):

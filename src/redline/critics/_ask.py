@@ -1,0 +1,97 @@
+"""How the LLM critics ask a chat model for a verdict: one fence, one ask loop.
+
+- `Fence`: random markers around untrusted text (a candidate, search results) in a
+  prompt; the text cannot close the fence because it cannot guess the marker, and any
+  copy of the markers is cut from it anyway.
+- `ask_json`: send the conversation with the verdict's JSON schema (the server
+  constrains its output where it can: see `ChatModel.structured_format`), parse the
+  reply, and when it is unusable ask once more, saying what was wrong; a second
+  unusable reply raises `CriticError`. Servers that cannot constrain output are served
+  by the same parse-and-re-ask path.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from redline.errors import CriticError
+from redline.llm._base import ChatModel, Message
+
+__all__ = ["Fence", "ask_json"]
+
+log = logging.getLogger("redline.critics")
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Fence:
+    """A pair of random markers that fence untrusted text inside a prompt.
+
+    Attributes:
+        opening: the marker before the text, e.g. ``<<<ANSWER-3f9a0c12``.
+        closing: the marker after it, e.g. ``ANSWER-3f9a0c12>>>``.
+    """
+
+    opening: str
+    closing: str
+
+    @classmethod
+    def new(cls, kind: str) -> Fence:
+        """Fresh markers naming what they hold (``ANSWER``, ``DATA``)."""
+        marker = secrets.token_hex(4)
+        return cls(f"<<<{kind}-{marker}", f"{kind}-{marker}>>>")
+
+    def quote(self, text: str) -> str:
+        """`text` with every copy of either marker removed, ready to sit inside."""
+        return text.replace(self.closing, "").replace(self.opening, "")
+
+
+async def ask_json(
+    model: ChatModel,
+    messages: Sequence[Message],
+    *,
+    parse: Callable[[str], tuple[T | None, str]],
+    reask: Callable[[str], str],
+    schema: dict[str, Any] | None,
+    max_tokens: int,
+    critic: str,
+    what: str = "verdict",
+) -> T:
+    """The parsed reply of `model`, asking once more with the problem when it is unusable.
+
+    Args:
+        model: the chat model.
+        messages: the conversation asking for the verdict.
+        parse: the reply → ``(value, "")`` or ``(None, problem)``; the problem is shown
+            to the model in the re-ask and reads like "no JSON object found".
+        reask: the problem → the follow-up message asking again.
+        schema: the verdict's JSON schema, sent in the server's dialect; None asks in
+            the prompt only.
+        max_tokens: the reply's token limit.
+        critic: the critic's name, for errors and logs.
+        what: what is asked for ("verdict", "claims"), for errors and logs.
+
+    Raises:
+        CriticError: two unusable replies.
+        LLMError, BudgetExceeded: the calls themselves failed.
+    """
+    conversation = list(messages)
+    for attempt in (1, 2):
+        completion = await model.complete(conversation, max_tokens=max_tokens,
+                                          temperature=0.0, json_schema=schema)
+        parsed, problem = parse(completion.text)
+        if parsed is not None:
+            return parsed
+        if completion.finish_reason == "length":
+            problem += f" (the reply was cut at the {max_tokens}-token limit: be brief)"
+        log.info("critic %r: unusable %s (attempt %d): %s", critic, what, attempt, problem)
+        conversation = [*conversation, {"role": "assistant", "content": completion.text},
+                        {"role": "user", "content": reask(problem)}]
+    raise CriticError(
+        f"critic {critic!r}: model {model.model!r} gave no usable {what} after 2 tries "
+        f"({problem}); last reply: {completion.text[:200]!r}", critic=critic)
