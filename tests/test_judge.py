@@ -170,3 +170,19 @@ async def test_an_echoed_placeholder_is_not_feedback() -> None:
                           'nothing>"}'])
     critique = await LLMJudge(model).critique(TASK, Candidate(text="Lyon"))
     assert critique.score == 0.3 and critique.feedback == ""
+
+
+async def test_the_ask_helper_re_asks_once_and_notes_a_cut_reply() -> None:
+    from redline.critics._ask import ask_json
+
+    model = ScriptedChat(['{"score": 1, "feedback": "this is far too long for the limit"}',
+                          '{"score": 1}'])
+    parsed = await ask_json(
+        model, [{"role": "user", "content": "grade"}],
+        parse=lambda text: (text, "") if text.endswith("}") else (None, "invalid JSON"),
+        reask=lambda problem: f"again: {problem}", schema={"type": "object"},
+        max_tokens=4, critic="c")
+    assert parsed == '{"score": 1}'
+    assert model.calls[1]["messages"][-1]["content"] == (
+        "again: invalid JSON (the reply was cut at the 4-token limit: be brief)")
+    assert model.calls[0]["response_format"]["json_schema"]["schema"] == {"type": "object"}

@@ -43,7 +43,9 @@ class ScriptedChat(ChatModel):
 
     Tokens are counted as whitespace-separated words, both in `Completion.usage` and in
     `estimate_input_tokens`, so budget arithmetic in tests is exact; a reply longer than
-    the call's ``max_tokens`` is cut to that many words, as a server would.
+    the call's ``max_tokens`` is cut to that many words, as a server would. A call with
+    ``json_schema=`` arrives as OpenAI's ``response_format`` (``{"type": "json_schema",
+    ...}``, see `ChatModel.structured_format`) and is recorded in `calls` like any other.
 
     Args:
         replies: answers consumed in call order; each is a string, an exception to raise,
