@@ -5,7 +5,9 @@ interpreter:
 
 - bare: ``subprocess.run([sys.executable, "-c", CODE])``, blocking;
 - redline: ``await Sandbox().run(CODE)``: run directory, scrubbed environment, resource
-  limits, namespaces and uid switch where available, output files, cleanup.
+  limits, namespaces and uid switch where available, output files, cleanup — with the
+  bubblewrap backend (the default where ``bwrap`` works) and, to show what the
+  stronger isolation costs, with the ``namespaces`` fallback.
 
 Latency: one run at a time, the two sides alternating run by run (the pair's order
 alternating too); each repeat gives each side's median, and the figures are the medians
@@ -14,7 +16,7 @@ with as many at once as there are CPUs — bare through a thread pool of that si
 redline through the sandbox's own parallel limit (its default, the CPU count) — in runs
 per second, best of the repeats (the ratio is bare / redline, so that above 1 means
 slower for both measures). Last, the latency of a `PythonTestsCritic` critique with 4
-tests, for scale.
+tests (harness and candidate in two sandboxes joined by pipes), for scale.
 
     python bench/sandbox.py --runs 200 --repeats 5
 """
@@ -101,8 +103,15 @@ async def critic_latency(sandbox: Sandbox, runs: int) -> float:
 
 
 async def main(runs: int, repeats: int) -> tuple[float, float]:
-    """Run the benchmark, print the figures and return the two ratios."""
-    sandbox = Sandbox(timeout=30)
+    """Run the benchmark for each backend; return the default backend's two ratios."""
+    ratios = await measure(Sandbox(timeout=30), runs, repeats)
+    print()
+    await measure(Sandbox(timeout=30, backend="namespaces"), runs, repeats)
+    return ratios
+
+
+async def measure(sandbox: Sandbox, runs: int, repeats: int) -> tuple[float, float]:
+    """Measure one sandbox, print the figures and return the two ratios."""
     probe = await sandbox.run(CODE)
     await latency(sandbox, WARMUP)
     lat = [await latency(sandbox, runs // 4) for _ in range(repeats)]
@@ -115,9 +124,9 @@ async def main(runs: int, repeats: int) -> tuple[float, float]:
     ours_rps = max(o for _, o in put)
     iso = probe.isolation
     print(f"# python {platform.python_version()}, {platform.machine()} {platform.system()} "
-          f"{platform.release()}, {os.cpu_count()} CPUs, uid {os.geteuid()}; isolation: "
-          f"network={iso.network} filesystem={iso.filesystem} user={iso.user} "
-          f"processes={iso.processes}")
+          f"{platform.release()}, {os.cpu_count()} CPUs, uid {os.geteuid()}; backend "
+          f"{iso.backend}: network={iso.network} filesystem={iso.filesystem} "
+          f"pid={iso.pid} disk={iso.disk} user={iso.user} processes={iso.processes}")
     print(f"# latency: {runs // 4} pairs x {repeats} repeats; throughput: {runs} runs, "
           f"{sandbox.max_parallel} at once, best of {repeats}")
     print("| measure | bare `subprocess.run` | redline `Sandbox.run` | ratio |")
@@ -126,7 +135,7 @@ async def main(runs: int, repeats: int) -> tuple[float, float]:
           f"**{ours_ms / bare_ms:.2f}** |")
     print(f"| runs per second, {sandbox.max_parallel} at once | {bare_rps:.1f} | "
           f"{ours_rps:.1f} | **{bare_rps / ours_rps:.2f}** |")
-    print(f"\n`PythonTestsCritic` with 4 tests (harness and tests in one run): "
+    print(f"\n`PythonTestsCritic` with 4 tests (harness and candidate, two sandboxes): "
           f"{critic_ms:.1f} ms per candidate (median)")
     return ours_ms / bare_ms, bare_rps / ours_rps
 

@@ -76,12 +76,17 @@ class UidLease:
                 os.close(fd)
                 continue
             self.uid, self._fd = uid, fd
-            kill_uid(uid)  # a holder that died may have left processes: ours now
+            # A holder that died before its closing sweep left "busy" in the file: its
+            # processes may still run, and are ours to end now.
+            if os.pread(fd, 4, 0) != b"free":
+                kill_uid(uid)
+            os.pwrite(fd, b"busy", 0)
             return uid
         raise FeedbackSourceError(f"sandbox: all {SPAN} sandbox uids are in use")
 
     def __exit__(self, *exc: object) -> None:
         if self._fd is not None:
+            os.pwrite(self._fd, b"free", 0)  # the caller swept the uid after its run
             os.close(self._fd)  # releases the lock
             self._fd = self.uid = None
 
