@@ -1,12 +1,17 @@
-"""Reading the small text files that configure critics (rubrics, tests, schemas)."""
+"""Files: reading the small text files that configure critics (rubrics, tests, schemas),
+and writing results without losing or half-writing anything."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import stat
+import tempfile
 from pathlib import Path
 
 from redline.errors import ConfigError
 
-__all__ = ["read_config_text"]
+__all__ = ["check_writable", "read_config_text", "write_output"]
 
 
 def read_config_text(path: str | Path, what: str) -> str:
@@ -20,3 +25,76 @@ def read_config_text(path: str | Path, what: str) -> str:
     if not text.strip():
         raise ConfigError(f"{what} {str(path)!r} is empty")
     return text
+
+
+def check_writable(path: str | Path) -> Path:
+    """Check, before any work, that `path` can be written; return it.
+
+    A regular file (or a new one) must be creatable in its folder; a symlink is followed;
+    a FIFO, a terminal or ``/dev/stdout`` is written directly.
+
+    Raises:
+        ConfigError: one line saying why `path` cannot be written.
+    """
+    target = Path(path)
+    shown = str(path)
+    try:
+        real = target.resolve()
+        if real.exists() and not real.is_file():
+            if real.is_dir():
+                raise ConfigError(f"cannot write {shown!r}: it is a folder")
+            if not os.access(real, os.W_OK):
+                raise ConfigError(f"cannot write {shown!r}: permission denied")
+            return target  # a device or FIFO: written directly
+        folder = real.parent
+        if not folder.is_dir():
+            raise ConfigError(f"cannot write {shown!r}: folder {str(target.parent)!r} "
+                              "does not exist")
+        # Try it: os.access says yes for root on read-only and virtual file systems.
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=f".{real.name}.", suffix=".probe")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {shown!r}: {exc.strerror or exc}") from None
+    return target
+
+
+def write_output(path: str | Path, text: str) -> None:
+    """Write `text` to `path` so that no reader sees half a file and nothing is lost.
+
+    A regular file (or a new one) is replaced atomically (a temporary file in the same
+    folder, fsync, rename) keeping the old file's mode, or the umask's mode for a new
+    one. A symlink is followed and its target replaced. A FIFO or device (``-o
+    /dev/stdout``) is written directly.
+
+    Raises:
+        OSError: the write failed (the old file, if any, is unchanged).
+    """
+    real = Path(path).resolve()
+    if real.exists() and not real.is_file():
+        with open(real, "w", encoding="utf-8") as f:
+            f.write(text)
+        return
+    fd, tmp = tempfile.mkstemp(dir=real.parent, prefix=f".{real.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            if real.exists():
+                st = real.stat()
+                os.fchmod(f.fileno(), stat.S_IMODE(st.st_mode))
+                with contextlib.suppress(OSError):  # only root may give files away
+                    os.fchown(f.fileno(), st.st_uid, st.st_gid)
+            else:
+                os.fchmod(f.fileno(), 0o666 & ~_umask())
+            os.fsync(f.fileno())
+        os.replace(tmp, real)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

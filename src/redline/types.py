@@ -11,11 +11,12 @@ import uuid
 from enum import Enum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator, model_validator
 
 __all__ = [
     "Budget",
     "BudgetLimit",
+    "RESULT_SCHEMA_VERSION",
     "Candidate",
     "Critique",
     "RefineResult",
@@ -125,10 +126,19 @@ class Candidate(_Frozen):
     usage: Usage = Usage()
     """What producing it cost."""
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def id(self) -> str:
         """The content hash: two candidates with the same text have the same id."""
         return content_hash(self.text)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_derived_id(cls, data: Any) -> Any:
+        # ``id`` is written to JSON for readers of a trace; it is derived, not an input.
+        if isinstance(data, dict) and "id" in data:
+            data = {k: v for k, v in data.items() if k != "id"}
+        return data
 
 
 class Critique(_Frozen):
@@ -163,6 +173,19 @@ class ScoredCandidate(_Frozen):
     """True when any critic gave the verdict ``passed=False`` (what ``on_failure`` reads)."""
     critiques: list[Critique]
     """Every critic's critique, in panel order."""
+    gate_score: float | None = None
+    """How close it came to passing its gates: the mean of the gate critics' scores
+    (None without gates). Among candidates that all fail a gate, the best is the one
+    that came closest."""
+    unscored: bool = False
+    """True when no critic could score it (the run broke before its critique): its
+    ``score`` means nothing, it is returned so that the draft is not lost."""
+
+    @property
+    def rank(self) -> tuple[bool, float, float]:
+        """What "better" means: gates passed first, then the score, then how close
+        the candidate came to passing its gates."""
+        return (self.gates_passed, self.score, self.gate_score or 0.0)
 
     @property
     def feedback(self) -> str:
@@ -195,7 +218,10 @@ class StopReason(str, Enum):
     verified = "verified"
     """``revise_when="on_failure"`` and no critic flagged a failure."""
     error = "error"
-    """A component failed; ``RefineResult.error`` says what (batch runs record it)."""
+    """A critic or the model broke; ``RefineResult.error`` says what, and ``best`` is
+    still the best candidate seen (or the unscored draft)."""
+    interrupted = "interrupted"
+    """The run was interrupted (Ctrl-C, a cancelled task); ``best`` is the best so far."""
 
 
 class RefineResult(_Frozen):
@@ -233,3 +259,36 @@ class RefineResult(_Frozen):
     def reached_threshold(self) -> bool:
         """True when the run stopped because the threshold was reached."""
         return self.stop_reason is StopReason.threshold
+
+    def document(self, settings: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The result as a versioned, self-describing JSON document (``--json``).
+
+        Keys: ``schema_version`` (`RESULT_SCHEMA_VERSION`), ``redline_version``,
+        ``settings`` (how the run was configured: model, critics, budget, ...), ``text``
+        (the best answer, or null), then every field of the result. Each candidate
+        carries its own ``id`` (content hash) and its ``parent``'s.
+        """
+        from redline._version import __version__
+
+        return {"schema_version": RESULT_SCHEMA_VERSION, "redline_version": __version__,
+                "settings": settings or {}, "text": self.text,
+                **self.model_dump(mode="json")}
+
+    @classmethod
+    def from_document(cls, document: dict[str, Any]) -> RefineResult:
+        """Read back a result written by `document`.
+
+        Raises:
+            ValueError: a document of a newer schema version, or not a result at all.
+        """
+        version = document.get("schema_version")
+        if not isinstance(version, int) or version > RESULT_SCHEMA_VERSION:
+            raise ValueError(f"not a redline result document of schema version <= "
+                             f"{RESULT_SCHEMA_VERSION} (schema_version={version!r})")
+        meta = {"schema_version", "redline_version", "settings", "text"}
+        return cls.model_validate({k: v for k, v in document.items() if k not in meta})
+
+
+RESULT_SCHEMA_VERSION = 1
+"""The version of `RefineResult.document`'s layout; it grows when a field changes meaning
+or goes away (new fields do not change it)."""

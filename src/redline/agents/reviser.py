@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from typing import Literal
 
@@ -12,7 +13,7 @@ from redline.errors import ConfigError
 from redline.llm._base import ChatModel, Message
 from redline.types import Candidate, ScoredCandidate, Task, Usage
 
-__all__ = ["ReviseMode", "Reviser"]
+__all__ = ["ReviseMode", "Reviser", "clean_revision"]
 
 log = logging.getLogger("redline.agents")
 
@@ -74,6 +75,33 @@ class Reviser:
         completion = await self.model.complete(
             self.messages(task, scored, memory, "rewrite"), max_tokens=self.max_tokens,
             temperature=self.temperature)
-        return Candidate(text=completion.text.strip(), round=round,
+        return Candidate(text=clean_revision(completion.text), round=round,
                          origin="rewrite" if self.mode == "rewrite" else "edit-fallback",
                          parent=parent.id, usage=usage + completion.usage)
+
+
+_MARKER_LINE = re.compile(r"^\s*(?:<{2,}\s*ANSWER\S*|ANSWER\S*?>{2,})\s*$")
+_PREAMBLE = re.compile(
+    r"^\s*(?:here(?:'s| is)\s+(?:the|my|an?)\s+)?(?:improved|revised|updated|new|"
+    r"corrected|final|rewritten)\s+(?:answer|version|text|response)\s*[:.]?\s*$",
+    re.IGNORECASE)
+_INLINE_PREAMBLE = re.compile(
+    r"^\s*(?:here(?:'s| is)\s+(?:the|my|an?)\s+)?(?:improved|revised|updated|corrected|"
+    r"rewritten)\s+(?:answer|version|text|response)\s*:[ \t]*", re.IGNORECASE)
+_INLINE_MARKER = re.compile(r"<{2,}\s*ANSWER[-\w]*|ANSWER[-\w]*?>{2,}")
+
+
+def clean_revision(text: str) -> str:
+    """A revision without the prompt's scaffolding that small models copy into it.
+
+    Drops an opening line such as ``Improved answer:``, the ``<<<ANSWER`` /
+    ``ANSWER>>>`` markers the prompt fenced the answer with (on their own lines or
+    inline). An answer that is nothing but scaffolding is returned as it came.
+    """
+    lines = text.strip().splitlines()
+    while lines and (_PREAMBLE.match(lines[0]) or not lines[0].strip()):
+        lines.pop(0)
+    kept = [line for line in lines if not _MARKER_LINE.match(line)]
+    cleaned = _INLINE_MARKER.sub("", "\n".join(kept)).strip()
+    cleaned = _INLINE_PREAMBLE.sub("", cleaned, count=1).strip()
+    return cleaned or text.strip()

@@ -1,8 +1,9 @@
 """The ``redline`` command: thin over the library, errors become one line and an exit code.
 
 Exit codes: 0 the threshold was reached; 1 the run stopped below it (the result is
-still written); 2 a usage or configuration error (nothing written); 3 the run failed
-(a model or critic broke; nothing written).
+still written); 2 a usage or configuration error (nothing written, no token spent); 3 a
+model or critic broke mid-run (the best so far is still written); 130 interrupted (the
+best so far is still written).
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ import click
 
 from redline._version import __version__
 
-__all__ = ["EXIT_BELOW_THRESHOLD", "EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "cli", "main"]
+__all__ = ["EXIT_BELOW_THRESHOLD", "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE",
+           "cli", "main"]
 
 EXIT_OK = 0
 EXIT_BELOW_THRESHOLD = 1
 EXIT_USAGE = 2
 EXIT_FAILED = 3
+EXIT_INTERRUPTED = 130
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -41,7 +44,11 @@ def cli() -> None:
 
 def main(argv: list[str] | None = None) -> Any:
     """Entry point of the ``redline`` script."""
-    return cli.main(args=argv, prog_name="redline")
+    try:
+        return cli.main(args=argv, prog_name="redline")
+    except KeyboardInterrupt:  # pragma: no cover - Ctrl-C outside a command's own handling
+        click.echo("redline: error: interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
 
 
 # The subcommands register themselves on `cli`.

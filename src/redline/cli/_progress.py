@@ -7,9 +7,10 @@ import sys
 from rich.console import Console
 from rich.status import Status
 
+from redline.types import RefineResult
 from redline.workflows._run import Progress
 
-__all__ = ["ProgressPrinter", "make_console"]
+__all__ = ["ProgressPrinter", "make_console", "stop_line"]
 
 
 def make_console(*, quiet: bool) -> Console | None:
@@ -67,3 +68,16 @@ _NEXT = {
     "critique": "deciding …",
     "decide": "revising (round {next}) …",
 }
+
+
+def stop_line(result: RefineResult) -> str:
+    """One line on why a run stopped and how good its best answer is."""
+    best = result.best
+    if best is None:
+        quality = "no answer"
+    elif best.unscored:
+        quality = "best answer unscored"
+    else:
+        quality = f"best score {best.score:.2f} (threshold {result.threshold:g})"
+    detail = result.error or result.stop_detail
+    return f"stopped: {result.stop_reason.value}: {detail}; {quality}"

@@ -3,26 +3,28 @@
 from __future__ import annotations
 
 import asyncio
-import os
+import logging
+import math
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, NoReturn
 
 import click
 
-from redline.cli import EXIT_BELOW_THRESHOLD, EXIT_FAILED, EXIT_OK, EXIT_USAGE, cli
-from redline.cli._progress import ProgressPrinter, make_console
+from redline.cli import (
+    EXIT_BELOW_THRESHOLD,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    cli,
+)
+from redline.cli._options import check_base_url, read_key_file, settings_of
+from redline.cli._progress import ProgressPrinter, make_console, stop_line
 from redline.errors import ConfigError, LLMError, LLMUnavailableError, RedlineError
-from redline.types import Budget, RefineResult, Task
+from redline.types import Budget, RefineResult, StopReason, Task
 
 DEFAULT_FILE_TASK = "Improve the following text. Keep its meaning, fix its errors."
-
-
-class _Fail(Exception):
-    def __init__(self, message: str, code: int) -> None:
-        self.code = code
-        super().__init__(message)
 
 
 @cli.command("refine")
@@ -41,30 +43,45 @@ class _Fail(Exception):
 @click.option("--max-tokens", type=int, help="Token budget of the whole run, critics included.")
 @click.option("--max-seconds", type=float, help="Time budget of the whole run.")
 @click.option("--max-calls", type=int, help="LLM call budget of the whole run.")
+@click.option("--max-cost", type=float, metavar="USD",
+              help="Money budget of the whole run (needs --price).")
+@click.option("--price", metavar="IN:OUT",
+              help="The model's price in dollars per million input:output tokens, "
+                   "e.g. 0.15:0.60.")
 @click.option("-n", "--drafts", type=int, default=1, show_default=True,
               help="Drafts generated in parallel in the first round (best-of-n).")
 @click.option("--revise", type=click.Choice(["rewrite", "edit"]), default="rewrite",
               show_default=True, help="Rewrite the answer, or edit it with search/replace.")
 @click.option("--revise-when", type=click.Choice(["always", "on_failure"]), default="always",
               show_default=True, help="on_failure: revise only when a critic flags a failure.")
+@click.option("--system", metavar="TEXT", help="A system prompt for drafting and revising.")
+@click.option("--temperature", type=float,
+              help="Sampling temperature of drafts (default 0, or 0.7 with -n > 1).")
+@click.option("--seed", type=int, help="Sampling seed of drafts (draft i uses SEED + i).")
 @click.option("--model", envvar="REDLINE_MODEL", metavar="NAME",
-              help="Model name on the server.  [env: REDLINE_MODEL]")
+              help="Model name on the server, or provider:name (openai:gpt-4o-mini, "
+                   "ollama:qwen2.5, local).  [env: REDLINE_MODEL]")
 @click.option("--base-url", envvar="OPENAI_BASE_URL", metavar="URL",
               help="An OpenAI-compatible server (vLLM, Ollama, llama.cpp).  "
                    "[env: OPENAI_BASE_URL]")
 @click.option("--api-key", envvar="OPENAI_API_KEY", metavar="KEY",
-              help="API key.  [env: OPENAI_API_KEY]")
+              help="API key; prefer the environment or --api-key-file (a command line is "
+                   "visible to every process on the host).  [env: OPENAI_API_KEY]")
+@click.option("--api-key-file", metavar="FILE", help="Read the API key from this file.")
 @click.option("--model-path", envvar="REDLINE_MODEL_PATH", metavar="GGUF",
               help="A GGUF file for the embedded llama.cpp model.  [env: REDLINE_MODEL_PATH]")
 @click.option("--rm-device", metavar="DEVICE",
               help="Device of reward-model critics (rm:): auto, cpu, cuda, cuda:1.")
 @click.option("--rm-batch-size", type=int, metavar="N",
               help="Largest forward pass of reward-model critics.")
-@click.option("-o", "--output", metavar="FILE", help="Write the result here (atomically).")
+@click.option("-o", "--output", metavar="FILE",
+              help="Write the result here (a regular file is replaced atomically).")
 @click.option("--json", "as_json", is_flag=True,
-              help="Write the whole result (every round, critique and usage) as JSON.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
-def refine_command(**opts: Any) -> None:
+              help="Write the whole result as a versioned JSON document (settings, every "
+                   "round, critique and usage).")
+@click.option("-q", "--quiet", is_flag=True, help="Nothing on stderr but errors.")
+@click.pass_context
+def refine_command(ctx: click.Context, **opts: Any) -> None:
     """Draft (or take) an answer, critique and revise it, and print the best one.
 
     The task comes from TASK, from stdin, or with -f from a draft file that --task says
@@ -79,22 +96,15 @@ def refine_command(**opts: Any) -> None:
       cat question.txt | redline refine --base-url http://localhost:8000/v1 --model qwen
 
     \b
-    Exit codes: 0 threshold reached; 1 stopped below the threshold (result still
-    written); 2 usage or configuration error; 3 the run failed (nothing written).
+    Exit codes: 0 threshold reached; 1 stopped below the threshold; 2 usage or
+    configuration error (nothing written, no token spent); 3 a model or critic broke
+    mid-run (the best so far is still written); 130 interrupted (the best so far is
+    still written).
     """
-    console = make_console(quiet=opts["quiet"])
+    quiet = opts["quiet"]
+    logging.getLogger("redline").setLevel(logging.ERROR if quiet else logging.WARNING)
     try:
-        task = _read_task(opts)
-        output = _check_output(opts["output"])
-        budget = _budget(opts)
-        from redline.plugins import build_critic
-
-        settings = {"rm_device": opts["rm_device"], "rm_batch_size": opts["rm_batch_size"]}
-        critics = _distinct([build_critic(s, settings)
-                             for s in opts["critic_specs"] or ["judge"]])
-        result = asyncio.run(_run(task, critics, budget, opts, console))
-    except _Fail as fail:
-        _die(str(fail), fail.code)
+        result, settings = _refine(ctx, opts)
     except ConfigError as exc:
         _die(str(exc), EXIT_USAGE)
     except LLMError as exc:
@@ -105,130 +115,187 @@ def refine_command(**opts: Any) -> None:
     except RedlineError as exc:
         _die(str(exc), EXIT_FAILED)
     except KeyboardInterrupt:
-        _die("interrupted", 130)
-    text = result.model_dump_json(indent=2) if opts["as_json"] else result.text
+        _die("interrupted", EXIT_INTERRUPTED)
+    code = _exit_code(result)
+    # On a terminal the progress printer already said why (except for an interrupt).
+    if not quiet and (not sys.stderr.isatty() or code == EXIT_INTERRUPTED):
+        click.echo(f"redline: {stop_line(result)}", err=True)
+    text = (_json(result.document(settings)) if opts["as_json"] else result.text)
     if text is None:
-        _die(f"no candidate could be scored ({result.stop_detail})", EXIT_BELOW_THRESHOLD)
+        _die(f"nothing to write: no answer was made ({result.stop_detail})",
+             code if code != EXIT_BELOW_THRESHOLD else EXIT_FAILED)
     if not text.endswith("\n"):
         text += "\n"
-    if output:
-        _write_atomically(output, text)
+    if opts["output"]:
+        from redline._files import write_output
+
+        try:
+            write_output(opts["output"], text)
+        except OSError as exc:
+            _die(f"cannot write {opts['output']!r}: {exc.strerror or exc}", EXIT_FAILED)
     else:
         click.echo(text, nl=False)
-    sys.exit(EXIT_OK if result.reached_threshold else EXIT_BELOW_THRESHOLD)
+    sys.exit(code)
 
 
-async def _run(task: Task, critics: list[Any], budget: Budget, opts: dict[str, Any],
-               console: Any) -> RefineResult:
+def _refine(ctx: click.Context, opts: dict[str, Any]) -> tuple[RefineResult, dict[str, Any]]:
+    """Check every input, then run; configuration errors raise before any work."""
+    task = _read_task(opts)
+    if opts["output"] is not None:
+        from redline._files import check_writable
+
+        check_writable(opts["output"])
+    budget = _budget(opts)
+    api_key = _api_key(ctx, opts)
+    if opts["base_url"]:
+        check_base_url(opts["base_url"])
+    from redline.plugins import build_critic
+
+    settings = {"rm_device": opts["rm_device"], "rm_batch_size": opts["rm_batch_size"]}
+    critics = [build_critic(s, settings) for s in opts["critic_specs"] or ["judge"]]
     from redline.llm import resolve_model
-    from redline.workflows import arefine
 
-    model = resolve_model(opts["model"], base_url=opts["base_url"], api_key=opts["api_key"],
+    model = resolve_model(opts["model"], base_url=opts["base_url"], api_key=api_key,
                           model_path=opts["model_path"])
-    printer = ProgressPrinter(console, threshold=opts["threshold"], model=model.model)
+    if opts["price"]:
+        model.price = _price(opts["price"])
+    elif opts["max_cost"] is not None and model.price is None:
+        raise ConfigError("--max-cost needs the model's price: add --price IN:OUT (dollars "
+                          "per million input:output tokens)")
+    run_settings = settings_of(opts, model, budget)
+    return asyncio.run(_run(task, model, critics, budget, opts)), run_settings
+
+
+async def _run(task: Task, model: Any, critics: list[Any], budget: Budget,
+               opts: dict[str, Any]) -> RefineResult:
+    from redline.agents.generator import Generator
+    from redline.workflows import arefine
+    from redline.workflows._run import interrupted_result
+
+    printer = ProgressPrinter(make_console(quiet=opts["quiet"]), threshold=opts["threshold"],
+                              model=model.model)
+    last: list[Any] = [None]
+
+    def on_progress(event: Any) -> None:
+        last[0] = event
+        printer(event)
+
+    temperature = opts["temperature"]
+    if temperature is None:
+        temperature = 0.7 if opts["drafts"] > 1 else 0.0
+    generator = Generator(model, temperature=temperature, seed=opts["seed"])
     try:
-        start = getattr(model, "start", None)
-        if callable(start):  # the embedded server: start it before the run's clock starts
-            await asyncio.to_thread(start)
         with printer:
             return await arefine(
                 task, model=model, critics=critics, threshold=opts["threshold"],
                 budget=budget, n=opts["drafts"], revise=opts["revise"],
-                revise_when=opts["revise_when"], on_progress=printer)
+                revise_when=opts["revise_when"], on_progress=on_progress,
+                generator=generator)
+    except asyncio.CancelledError:
+        # Ctrl-C: asyncio.run cancels this task; keep what the run had.
+        return interrupted_result(last[0], task, opts["threshold"])
     finally:
         await model.aclose()
 
 
+def _exit_code(result: RefineResult) -> int:
+    if result.stop_reason is StopReason.interrupted:
+        return EXIT_INTERRUPTED
+    if result.stop_reason is StopReason.error:
+        return EXIT_FAILED
+    return EXIT_OK if result.reached_threshold else EXIT_BELOW_THRESHOLD
+
+
 def _read_task(opts: dict[str, Any]) -> Task:
     task_arg, draft_file, task_option = opts["task"], opts["draft_file"], opts["task_option"]
+    system = opts["system"]
+    if system is not None and not system.strip():
+        raise ConfigError("--system is empty: give a system prompt or leave it out")
     if draft_file is not None:
         if task_arg is not None:
-            raise _Fail("give the task either as TASK or as --task with -f, not both",
-                        EXIT_USAGE)
+            raise ConfigError("give the task either as TASK or as --task with -f, not both")
         draft = _read_text(draft_file)
         if not draft.strip():
-            raise _Fail(f"the draft file {draft_file!r} is empty", EXIT_USAGE)
-        return _task(task_option or DEFAULT_FILE_TASK, draft=draft)
+            raise ConfigError(f"the draft file {draft_file!r} is empty")
+        return _task(task_option or DEFAULT_FILE_TASK, draft=draft, system=system)
     if task_option is not None and task_arg is None:
         task_arg = task_option
     if task_arg is None or task_arg == "-":
         if task_arg is None and sys.stdin.isatty():
-            raise _Fail("no task: give TASK, pipe it on stdin, or use -f FILE", EXIT_USAGE)
-        task_arg = sys.stdin.read()
-    return _task(task_arg)
+            raise ConfigError("no task: give TASK, pipe it on stdin, or use -f FILE")
+        task_arg = _read_text("-")
+    return _task(task_arg, system=system)
 
 
-def _task(prompt: str, draft: str | None = None) -> Task:
+def _task(prompt: str, draft: str | None = None, system: str | None = None) -> Task:
     if not prompt.strip():
-        raise _Fail("the task is empty: say what the model should produce", EXIT_USAGE)
-    return Task(prompt=prompt.strip(), draft=draft)
+        raise ConfigError("the task is empty: say what the model should produce")
+    return Task(prompt=prompt.strip(), draft=draft, system=system)
 
 
 def _read_text(path: str) -> str:
-    if path == "-":
-        return sys.stdin.read()
+    where = "standard input" if path == "-" else repr(path)
     try:
-        return Path(path).read_text(encoding="utf-8")
+        data = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+        return data.decode("utf-8")
     except UnicodeDecodeError:
-        raise _Fail(f"cannot read {path!r}: not UTF-8 text", EXIT_USAGE) from None
+        raise ConfigError(f"cannot read {where}: not UTF-8 text") from None
     except OSError as exc:
-        raise _Fail(f"cannot read {path!r}: {exc.strerror}", EXIT_USAGE) from None
+        raise ConfigError(f"cannot read {where}: {exc.strerror or exc}") from None
 
 
-def _check_output(output: str | None) -> Path | None:
-    if output is None:
-        return None
-    path = Path(output)
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise _Fail(f"cannot write {output!r}: folder {str(parent)!r} does not exist",
-                    EXIT_USAGE)
-    if path.is_dir():
-        raise _Fail(f"cannot write {output!r}: it is a folder", EXIT_USAGE)
-    if not os.access(parent, os.W_OK):
-        raise _Fail(f"cannot write {output!r}: folder is not writable", EXIT_USAGE)
-    return path
+def _api_key(ctx: click.Context, opts: dict[str, Any]) -> str | None:
+    if opts["api_key_file"] is not None:
+        return read_key_file(opts["api_key_file"])
+    source = ctx.get_parameter_source("api_key")
+    if opts["api_key"] and source is click.core.ParameterSource.COMMANDLINE and not opts["quiet"]:
+        click.echo("redline: warning: --api-key on the command line is visible to every "
+                   "process on this host; set OPENAI_API_KEY or use --api-key-file", err=True)
+    return opts["api_key"]
+
+
+def _price(text: str) -> Any:
+    from redline.llm import Price
+
+    parts = text.split(":")
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) != 2 or not all(math.isfinite(v) and v >= 0 for v in values):
+        raise ConfigError(f"--price {text!r}: expected IN:OUT, dollars per million input "
+                          "and output tokens, e.g. 0.15:0.60")
+    return Price(input_per_mtok=values[0], output_per_mtok=values[1])
 
 
 def _budget(opts: dict[str, Any]) -> Budget:
+    for flag, key in (("--threshold", "threshold"), ("--max-seconds", "max_seconds"),
+                      ("--max-cost", "max_cost"), ("--temperature", "temperature")):
+        value = opts[key]
+        if value is not None and not math.isfinite(value):
+            raise ConfigError(f"{flag} must be a finite number, got {value}")
     threshold = opts["threshold"]
     if not 0.0 <= threshold <= 1.0:
-        raise _Fail(f"threshold {threshold:g} is outside [0, 1]", EXIT_USAGE)
+        raise ConfigError(f"threshold {threshold:g} is outside [0, 1]")
     checks = [("--max-rounds", opts["max_rounds"], 0), ("--max-tokens", opts["max_tokens"], 1),
               ("--max-calls", opts["max_calls"], 1), ("--drafts", opts["drafts"], 1)]
     for flag, value, low in checks:
         if value is not None and value < low:
-            raise _Fail(f"{flag} must be at least {low}, got {value}", EXIT_USAGE)
-    if opts["max_seconds"] is not None and opts["max_seconds"] <= 0:
-        raise _Fail(f"--max-seconds must be positive, got {opts['max_seconds']:g}", EXIT_USAGE)
+            raise ConfigError(f"{flag} must be at least {low}, got {value}")
+    for flag, key in (("--max-seconds", "max_seconds"), ("--max-cost", "max_cost")):
+        if opts[key] is not None and opts[key] <= 0:
+            raise ConfigError(f"{flag} must be positive, got {opts[key]:g}")
+    if opts["temperature"] is not None and not 0 <= opts["temperature"] <= 2:
+        raise ConfigError(f"--temperature must be between 0 and 2, got {opts['temperature']:g}")
     return Budget(max_rounds=opts["max_rounds"], max_tokens=opts["max_tokens"],
-                  max_seconds=opts["max_seconds"], max_llm_calls=opts["max_calls"])
+                  max_seconds=opts["max_seconds"], max_llm_calls=opts["max_calls"],
+                  max_cost_usd=opts["max_cost"])
 
 
-def _distinct(critics: list[Any]) -> list[Any]:
-    """Number repeated names (``-c readability:6 -c readability:10``): a panel needs
-    distinct names, and the command line has no other way to give one."""
-    seen: dict[str, int] = {}
-    for critic in critics:
-        count = seen[critic.name] = seen.get(critic.name, 0) + 1
-        if count > 1:
-            critic.name = f"{critic.name}-{count}"
-    return critics
+def _json(document: dict[str, Any]) -> str:
+    import json
 
-
-def _write_atomically(path: Path, text: str) -> None:
-    """Write via a temporary file in the same folder, so readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".",
-                               prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        _die(f"cannot write {str(path)!r}: {exc.strerror}", EXIT_FAILED)
+    return json.dumps(document, indent=2, ensure_ascii=False)
 
 
 def _die(message: str, code: int) -> NoReturn:

@@ -5,6 +5,7 @@ A class implements `Critic.critique`; a plain function becomes a critic with `@c
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import time
 from abc import ABC, abstractmethod
@@ -12,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, overload
 
 from redline._aio import gather_all
-from redline.errors import CriticError, RedlineError
+from redline.errors import ConfigError, CriticError, RedlineError
 from redline.llm._base import Tally
 from redline.types import Candidate, Critique, Task, Usage
 
@@ -29,12 +30,28 @@ class Critic(ABC):
         weight: its weight in the panel's mean of non-gate critics.
         deterministic: the same input always gets the same critique (checked by
             `redline.testing.check_critic`).
+        pass_mark: the score a critique needs to count as passed when the critic does
+            not say ``passed`` itself (a score or a ``(score, feedback)`` pair). For a
+            gate, None means 1.0: a gate that returns a score fails below a perfect
+            score. For other critics, None means they never give a verdict.
+
+    What "failed" means, for every return type: a critique with ``passed=False``; a
+    critique with ``passed=None`` from a gate, or from a critic with a ``pass_mark``,
+    whose score is below the pass mark (`run_critic` fills ``passed`` in).
     """
 
     name: str = "critic"
     gate: bool = False
     weight: float = 1.0
     deterministic: bool = False
+    pass_mark: float | None = None
+
+    @property
+    def effective_pass_mark(self) -> float | None:
+        """The pass mark that decides ``passed`` for critiques that leave it None."""
+        if self.pass_mark is not None:
+            return self.pass_mark
+        return 1.0 if self.gate else None
 
     @abstractmethod
     async def critique(self, task: Task, candidate: Candidate) -> Critique:
@@ -48,16 +65,29 @@ class Critic(ABC):
         """Judge several candidates; override to batch (reward models do)."""
         return await gather_all(*(self.critique(task, c) for c in candidates))
 
+    async def preflight(self) -> None:
+        """Check, before a run spends any token, that the critic can work at all.
+
+        Override to look for what a critique would need (a command on PATH, a model
+        that loads, a server that answers) and raise `redline.errors.ConfigError` with
+        one line that says what is missing and what to do. The default does nothing.
+        """
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
 
 
-async def run_critic(critic: Critic, task: Task, candidates: Sequence[Candidate]) -> list[Critique]:
+async def run_critic(critic: Critic, task: Task, candidates: Sequence[Candidate], *,
+                     name: str | None = None) -> list[Critique]:
     """Run a critic on candidates, checking what it returns and filling in its usage.
 
-    Exceptions that are not redline's are wrapped in `CriticError` naming the critic, so
-    a broken plugin is reported as such.
+    Each critique is named `name` (the critic's name in its panel; ``critic.name`` when
+    None), and a gate's (or a critic with a pass mark) ``passed`` is filled in from its
+    score when the critique left it None. Exceptions that are not redline's are wrapped
+    in `CriticError` naming the critic, so a broken plugin is reported as such.
     """
+    name = name or critic.name
+    mark = critic.effective_pass_mark
     started = time.monotonic()
     with Tally.scope() as tally:
         try:
@@ -77,6 +107,13 @@ async def run_critic(critic: Critic, task: Task, candidates: Sequence[Candidate]
         if not isinstance(c, Critique):
             raise CriticError(f"critic {critic.name!r} returned {type(c).__name__}, "
                               "not a Critique", critic=critic.name)
+        fill: dict[str, object] = {}
+        if c.critic != name:
+            fill["critic"] = name
+        if c.passed is None and mark is not None:
+            fill["passed"] = c.score >= mark
+        if fill:
+            c = c.model_copy(update=fill)
         if c.usage == Usage():
             u = tally.usage
             c = c.model_copy(update={"usage": u.model_copy(update={
@@ -98,16 +135,23 @@ class FunctionCritic(Critic):
     The function takes the candidate's text, or ``(task, candidate)``, may be sync or
     async, and returns a score in [0, 1], a bool (pass/fail), a ``(score, feedback)``
     pair or a `Critique`. A bool verdict's feedback on failure is the function's
-    docstring, so ``"The answer must cite a source."`` reads well to the reviser.
+    docstring, so ``"The answer must cite a source."`` reads well to the reviser. A
+    sync function runs in a worker thread, so a slow one cannot block the event loop
+    (and the run's time limit can act while it runs).
     """
 
     def __init__(self, fn: CriticFunction, *, name: str | None = None, gate: bool = False,
-                 weight: float = 1.0, deterministic: bool = True) -> None:
+                 weight: float = 1.0, deterministic: bool = True,
+                 pass_mark: float | None = None) -> None:
+        if pass_mark is not None and not 0.0 <= pass_mark <= 1.0:
+            raise ConfigError(f"critic {name or fn.__name__!r}: pass_mark {pass_mark} is "
+                              "outside [0, 1]")
         self.fn = fn
         self.name = name or fn.__name__
         self.gate = gate
         self.weight = weight
         self.deterministic = deterministic
+        self.pass_mark = pass_mark
         self._wants_task = _positional_count(fn) >= 2
         self._is_async = inspect.iscoroutinefunction(fn)
         self.description = (inspect.getdoc(fn) or "").strip()
@@ -117,7 +161,7 @@ class FunctionCritic(Critic):
         if self._is_async:
             value = await self.fn(*args)
         else:
-            value = self.fn(*args)
+            value = await asyncio.to_thread(self.fn, *args)
             if inspect.isawaitable(value):
                 value = await value
         return self._to_critique(value)
@@ -153,11 +197,12 @@ def _positional_count(fn: Callable[..., Any]) -> int:
 def critic(fn: CriticFunction, /) -> FunctionCritic: ...
 @overload
 def critic(*, name: str | None = None, gate: bool = False, weight: float = 1.0,
-           deterministic: bool = True) -> Callable[[CriticFunction], FunctionCritic]: ...
+           deterministic: bool = True, pass_mark: float | None = None
+           ) -> Callable[[CriticFunction], FunctionCritic]: ...
 
 
 def critic(fn: CriticFunction | None = None, /, *, name: str | None = None, gate: bool = False,
-           weight: float = 1.0, deterministic: bool = True
+           weight: float = 1.0, deterministic: bool = True, pass_mark: float | None = None
            ) -> FunctionCritic | Callable[[CriticFunction], FunctionCritic]:
     """Turn a function into a `Critic`.
 
@@ -174,9 +219,12 @@ def critic(fn: CriticFunction | None = None, /, *, name: str | None = None, gate
         gate: make it a hard check (see `Critic.gate`).
         weight: its weight in a panel.
         deterministic: declare that the same input gives the same verdict.
+        pass_mark: the score at which a score-returning critic counts as passed
+            (see `Critic.pass_mark`; a gate's default is 1.0).
     """
     def wrap(f: CriticFunction) -> FunctionCritic:
-        return FunctionCritic(f, name=name, gate=gate, weight=weight, deterministic=deterministic)
+        return FunctionCritic(f, name=name, gate=gate, weight=weight,
+                              deterministic=deterministic, pass_mark=pass_mark)
 
     return wrap(fn) if fn is not None else wrap
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import tempfile
 from collections.abc import Sequence
 
@@ -56,6 +57,20 @@ class CommandCritic(Critic):
         self.timeout = timeout
         self.max_feedback_chars = max_feedback_chars
         self.env = env
+
+    async def preflight(self) -> None:
+        """The program must be installed (found on PATH, or an executable path).
+
+        Raises:
+            ConfigError: the program is not found, naming it.
+        """
+        program = self.argv[0]
+        env_path = (self.env or {}).get("PATH", os.environ.get("PATH"))
+        found = shutil.which(program, path=env_path) if os.sep not in program else (
+            program if os.access(program, os.X_OK) and os.path.isfile(program) else None)
+        if found is None:
+            raise ConfigError(f"critic {self.name!r}: command {program!r} is not installed "
+                              "(not found on PATH): install it or fix the command")
 
     async def critique(self, task: Task, candidate: Candidate) -> Critique:
         code = candidate.text if self.language == "raw" else \

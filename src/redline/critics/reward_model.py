@@ -153,6 +153,20 @@ class RewardModelCritic(Critic):
             self._load_locked()
         return self
 
+    async def preflight(self) -> None:
+        """Load the model now (in a worker thread), so a model that cannot be found or
+        loaded stops the run before any token is spent.
+
+        A Hub id that is not in the local cache is looked up once, without retries.
+
+        Raises:
+            ConfigError: the model cannot be loaded (the loading error's message).
+        """
+        try:
+            await asyncio.to_thread(self.load)
+        except CriticError as exc:
+            raise ConfigError(str(exc)) from exc
+
     async def critique(self, task: Task, candidate: Candidate) -> Critique:
         (critique,) = await self.critique_many(task, [candidate])
         return critique

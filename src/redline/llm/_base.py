@@ -183,6 +183,15 @@ class ChatModel(ABC):
         """
         return 8 + sum(len(m["content"].encode("utf-8")) + 8 for m in messages)
 
+    async def preflight(self) -> None:
+        """Check, before a run spends any token, that the model can answer at all.
+
+        `arefine` calls it first. Implementations start what must be started (the
+        embedded server) or ask the server a cheap question, and raise
+        `redline.errors.ConfigError` with one line when it cannot work. The default
+        does nothing.
+        """
+
     async def aclose(self) -> None:
         """Release the model's resources (connections, child processes)."""
 
@@ -244,11 +253,15 @@ class Meter:
         budget: the run's limits.
         spent: what the run had spent before this meter (resumed runs, earlier nodes).
         elapsed: seconds the run had used before this meter.
+        margin: seconds kept back from ``max_seconds`` so that the run can still stop
+            and return its result inside the limit.
     """
 
-    def __init__(self, budget: Budget, spent: Usage = Usage(), elapsed: float = 0.0) -> None:
+    def __init__(self, budget: Budget, spent: Usage = Usage(), elapsed: float = 0.0,
+                 margin: float = 0.0) -> None:
         self.budget = budget
         self.spent = spent
+        self.margin = margin
         self._origin = time.monotonic() - elapsed
         self._reserved_tokens = 0
         self._reserved_calls = 0
@@ -262,7 +275,7 @@ class Meter:
         """Seconds left (infinite without a limit)."""
         if self.budget.max_seconds is None:
             return float("inf")
-        return max(0.0, self.budget.max_seconds - self.elapsed())
+        return max(0.0, self.budget.max_seconds - self.margin - self.elapsed())
 
     def check_seconds(self) -> None:
         """Raise `BudgetExceeded` when the run's time is up."""

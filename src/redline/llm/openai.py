@@ -284,6 +284,23 @@ class OpenAIChat(ChatModel):
             self.model, self.base_url, state.attempt_number, _describe(exc, self.timeout),
             state.upcoming_sleep)
 
+    async def preflight(self) -> None:
+        """Ask the server for its model list once (5 s, no retries) before a run.
+
+        Raises:
+            ConfigError: the server cannot be reached, or rejects the key (401/403).
+            Other answers (a server without ``/models``) pass: the run will tell.
+        """
+        client = self._loop_client().with_options(timeout=5.0, max_retries=0)
+        try:
+            await client.models.list()
+        except openai.APIStatusError as exc:
+            if exc.status_code in (401, 403):
+                raise ConfigError(self._rejected(exc)) from exc
+        except openai.APIConnectionError as exc:
+            raise ConfigError(f"cannot reach model {self.model!r} at {self.base_url}: "
+                              f"{_describe(exc, 5.0)}") from exc
+
     async def aclose(self) -> None:
         """Close the HTTP connections (not those of a client passed in)."""
         if self._owns_client:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -11,13 +12,24 @@ from pydantic import BaseModel, ConfigDict
 from redline.agents.reviser import ReviseMode
 from redline.critics.base import Critic
 from redline.critics.panel import Panel
-from redline.errors import ConfigError
+from redline._aio import gather_all
+from redline.errors import ConfigError, RedlineError
 from redline.llm._base import ChatModel
 from redline.types import Budget, RefineResult, ScoredCandidate, StopReason, Task, Usage
 from redline.workflows._state import best_of, scored_history
-from redline.workflows.refine import RefineConfig, ReviseWhen, build_refine_graph
+from redline.workflows.refine import (
+    OnError,
+    RefineConfig,
+    ReviseWhen,
+    RunClock,
+    build_refine_graph,
+    result_from_state,
+)
 
-__all__ = ["Progress", "arefine", "refine"]
+__all__ = ["Progress", "arefine", "interrupted_result", "preflight_run", "refine",
+           "resolve_default"]
+
+log = logging.getLogger("redline.workflows")
 
 
 class Progress(BaseModel):
@@ -39,15 +51,20 @@ class Progress(BaseModel):
     """Set once the loop decided to stop."""
     stop_detail: str = ""
     """A sentence on the stop."""
+    result: RefineResult | None = None
+    """The run as it stands after this step: the best so far and the trace (what an
+    interrupted run keeps; its ``stop_reason`` is only final after ``finalize``)."""
 
 
 ProgressCallback = Callable[[Progress], Any]
+
+ModelSpec = ChatModel | str | None
 
 
 async def arefine(
     task: str | Task,
     *,
-    model: ChatModel,
+    model: ModelSpec | Any = None,
     critics: Sequence[Critic | Callable[..., Any]] | Panel | None = None,
     threshold: float = 0.9,
     budget: Budget | None = None,
@@ -56,6 +73,8 @@ async def arefine(
     revise_when: ReviseWhen = "always",
     revise_from: Literal["best", "last"] = "best",
     patience: int = 2,
+    on_error: OnError = "result",
+    preflight: bool = True,
     checkpointer: Any = None,
     on_progress: ProgressCallback | None = None,
     **options: Any,
@@ -64,56 +83,124 @@ async def arefine(
 
     Args:
         task: the prompt, or a `Task` (with a draft to improve, a system prompt, ...).
-        model: the chat model that drafts and revises (and judges, for judges without one).
+        model: the chat model that drafts and revises (and judges, for judges without
+            one): a `ChatModel`, a model string (``"openai:gpt-4o-mini"``,
+            ``"ollama:qwen2.5"``, ``"local"``; see `redline.llm.resolve_model`), a
+            LangChain chat model, or None for the same default as the CLI (the
+            configured environment, else the embedded model).
         critics: critics or ``@critic`` functions, or a `Panel`; an `LLMJudge` when None.
         threshold: stop once the best score reaches it with every gate passed.
         budget: limits on rounds, calls, tokens, cost and seconds (`Budget()` when None).
         n: drafts generated in parallel in the first round (best-of-n).
         revise: ``"rewrite"`` the whole answer or ``"edit"`` it with search/replace blocks.
         revise_when: ``"always"``, or ``"on_failure"`` to revise only when a critic
-            flags a failure (``passed=False``).
+            flags a failure (see `Critic` for what counts as failed).
         revise_from: revise the ``"best"`` candidate so far or the ``"last"`` one.
-        patience: stop as converged after this many rounds without a score gain.
+        patience: stop as converged after this many rounds without a gain.
+        on_error: ``"result"``: a critic or model that breaks mid-run ends the run with
+            ``stop_reason="error"``, the error, and the best candidate so far (or the
+            unscored draft); ``"raise"``: the error propagates and nothing is returned.
+        preflight: check every critic and the model (`Critic.preflight`,
+            `ChatModel.preflight`) before any token is spent.
         checkpointer: a LangGraph checkpointer; a run interrupted with the same task id
             resumes where it stopped, and a finished one returns its stored result.
         on_progress: called (sync or async) after each step with a `Progress`.
         **options: ``generator=`` / ``reviser=`` to replace the default agents.
 
     Raises:
-        ConfigError: a bad argument.
-        CriticError, LLMError: a critic or the model broke (no partial result).
+        ConfigError: a bad argument, or a preflight found a critic or the model unable
+            to work (before any token was spent).
+        CriticError, LLMError: a critic or the model broke, with ``on_error="raise"``.
     """
     task = task if isinstance(task, Task) else Task(prompt=task)
-    cfg = RefineConfig(model, critics, threshold=threshold, budget=budget, n=n, revise=revise,
+    chat = model if isinstance(model, ChatModel) else resolve_default(model)
+    cfg = RefineConfig(chat, critics, threshold=threshold, budget=budget, n=n, revise=revise,
                        revise_when=revise_when, revise_from=revise_from, patience=patience,
-                       **options)
-    graph = build_refine_graph(model, checkpointer=checkpointer, config=cfg)
+                       on_error=on_error, **options)
+    if preflight:
+        await preflight_run(cfg)
+    graph = build_refine_graph(chat, checkpointer=checkpointer, config=cfg)
     config: dict[str, Any] = {"configurable": {"thread_id": task.id},
                               "recursion_limit": cfg.recursion_limit}
     graph_input: dict[str, Any] | None = {"task": task}
+    elapsed_before = 0.0
     if checkpointer is not None:
         snapshot = await graph.aget_state(config)
         if snapshot.values.get("result") is not None and not snapshot.next:
             return snapshot.values["result"]
         if snapshot.next:
             graph_input = None  # resume the interrupted run from its last checkpoint
+            elapsed_before = snapshot.values.get("elapsed") or 0.0
     state: dict[str, Any] = {}
     step: tuple[str, dict[str, Any]] | None = None
-    async for mode, chunk in graph.astream(graph_input, config, stream_mode=["updates", "values"]):
-        if mode == "updates":
-            node, delta = next(iter(chunk.items()))
-            step = (node, delta or {})
-            continue
-        if step is not None and on_progress is not None:
-            outcome = on_progress(_progress(*step, before=state, after=chunk))
-            if asyncio.iscoroutine(outcome):
-                await outcome
-        state, step = chunk, None
+    # The clock starts with the first step: after imports, model start-up, preflight.
+    with RunClock(elapsed_before).active() as clock:
+        try:
+            async for mode, chunk in graph.astream(graph_input, config,
+                                                   stream_mode=["updates", "values"]):
+                if mode == "updates":
+                    node, delta = next(iter(chunk.items()))
+                    step = (node, delta or {})
+                    continue
+                if step is not None and on_progress is not None:
+                    outcome = on_progress(_progress(*step, before=state, after=chunk,
+                                                    threshold=cfg.threshold))
+                    if asyncio.iscoroutine(outcome):
+                        await outcome
+                state, step = chunk, None
+        except asyncio.CancelledError:
+            if state.get("task") is not None:
+                log.info("run %s interrupted after %.1f s", task.id, clock.elapsed())
+            raise
     return state["result"]
 
 
+def interrupted_result(progress: Progress | None, task: Task, threshold: float) -> RefineResult:
+    """The result to keep when a run is interrupted: the last `Progress`'s result marked
+    ``interrupted`` (an empty one when the run had not made a step yet)."""
+    stop = {"stop_reason": StopReason.interrupted, "stop_detail": "interrupted",
+            "budget_limit": None, "error": None}
+    if progress is not None and progress.result is not None:
+        return progress.result.model_copy(update=stop)
+    return RefineResult(task=task, best=None, final=None, rounds=[], threshold=threshold,
+                        usage=Usage(), **stop)
+
+
+async def preflight_run(cfg: RefineConfig) -> None:
+    """Check the model and every critic before a token is spent.
+
+    Raises:
+        ConfigError: one line on the first thing that cannot work.
+    """
+    try:
+        await gather_all(cfg.model.preflight(), cfg.panel.preflight())
+    except ConfigError:
+        raise
+    except RedlineError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+_DEFAULT_MODELS: dict[str, ChatModel] = {}
+
+
+def resolve_default(spec: Any) -> ChatModel:
+    """The chat model for a `model=` that is not a `ChatModel` instance.
+
+    Models built here from the environment or a string are kept for the process (the
+    embedded model's server starts once, not once per `refine`).
+    """
+    from redline.llm import resolve_model
+
+    if spec is not None and not isinstance(spec, str):
+        return resolve_model(spec)
+    key = spec or ""
+    if key not in _DEFAULT_MODELS:
+        _DEFAULT_MODELS[key] = resolve_model(spec)
+    return _DEFAULT_MODELS[key]
+
+
 def _progress(node: str, delta: dict[str, Any], *, before: dict[str, Any],
-              after: dict[str, Any]) -> Progress:
+              after: dict[str, Any], threshold: float) -> Progress:
     rounds = after.get("rounds") or []
     best = best_of(scored_history(rounds))
     scored: list[ScoredCandidate] = []
@@ -126,7 +213,9 @@ def _progress(node: str, delta: dict[str, Any], *, before: dict[str, Any],
                     scored=scored, best_score=best.score if best else None,
                     usage=after.get("usage") or Usage(),
                     stop_reason=stop.reason if stop else None,
-                    stop_detail=stop.detail if stop else "")
+                    stop_detail=stop.detail if stop else "",
+                    result=after.get("result") or (result_from_state(after, threshold)
+                                                   if after.get("task") else None))
 
 
 def refine(task: str | Task, **kwargs: Any) -> RefineResult:

@@ -72,6 +72,9 @@ class RefineState(TypedDict, total=False):
     """Reflections kept across rounds (Reflexion)."""
     stop: Annotated[Stop | None, _last]
     """Set once the loop has decided to stop."""
+    clock: tuple[str, float]
+    """(process token, monotonic time) when the last node ended: the time between
+    nodes counts against ``max_seconds`` too, within one process."""
     result: RefineResult
     """Written by the finalize node."""
 
@@ -82,9 +85,10 @@ def scored_history(rounds: list[Round]) -> list[ScoredCandidate]:
 
 
 def best_of(scored: list[ScoredCandidate]) -> ScoredCandidate | None:
-    """The best candidate: highest score, gates passed first, earliest on ties."""
+    """The best candidate by `ScoredCandidate.rank` (gates passed first, then the score,
+    then how close it came to its gates), the earliest on ties."""
     best: ScoredCandidate | None = None
     for s in scored:
-        if best is None or (s.gates_passed, s.score) > (best.gates_passed, best.score):
+        if best is None or s.rank > best.rank:
             best = s
     return best

@@ -12,9 +12,12 @@ usable alone or as a subgraph, with any checkpointer.
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from contextlib import ExitStack
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from langgraph.graph import END, START, StateGraph
@@ -25,15 +28,29 @@ from redline.agents.reviser import ReviseMode, Reviser
 from redline.critics.base import Critic
 from redline.critics.judge import LLMJudge
 from redline.critics.panel import Panel
-from redline.errors import BudgetExceeded, ConfigError
+from redline.errors import BudgetExceeded, ConfigError, RedlineError
 from redline.llm._base import ChatModel, Meter, Tally, using_run_model
-from redline.types import Budget, Candidate, RefineResult, Round, StopReason, Usage
+from redline.types import (
+    Budget,
+    Candidate,
+    RefineResult,
+    Round,
+    ScoredCandidate,
+    StopReason,
+    Usage,
+)
 from redline.workflows._state import RefineState, Stop, best_of, scored_history
 
-__all__ = ["RefineConfig", "ReviseWhen", "build_refine_graph", "result_from_state"]
+__all__ = ["OnError", "RefineConfig", "ReviseWhen", "RunClock", "build_refine_graph",
+           "result_from_state"]
+
+log = logging.getLogger("redline.workflows")
 
 ReviseWhen = Literal["always", "on_failure"]
 Update = dict[str, Any]
+
+
+OnError = Literal["result", "raise"]
 
 
 class RefineConfig:
@@ -43,6 +60,7 @@ class RefineConfig:
                  | None = None, *, threshold: float = 0.9, budget: Budget | None = None,
                  n: int = 1, revise: ReviseMode = "rewrite", revise_when: ReviseWhen = "always",
                  revise_from: Literal["best", "last"] = "best", patience: int = 2,
+                 on_error: OnError = "result",
                  generator: Generator | None = None, reviser: Reviser | None = None) -> None:
         if not isinstance(model, ChatModel):
             raise ConfigError(f"model must be a redline ChatModel, got {type(model).__name__}")
@@ -56,6 +74,8 @@ class RefineConfig:
             raise ConfigError(f"revise_when must be 'always' or 'on_failure', got {revise_when!r}")
         if revise_from not in ("best", "last"):
             raise ConfigError(f"revise_from must be 'best' or 'last', got {revise_from!r}")
+        if on_error not in ("result", "raise"):
+            raise ConfigError(f"on_error must be 'result' or 'raise', got {on_error!r}")
         self.model = model
         if isinstance(critics, Panel):
             self.panel = critics
@@ -67,6 +87,7 @@ class RefineConfig:
         self.revise_when = revise_when
         self.revise_from = revise_from
         self.patience = patience
+        self.on_error = on_error
         self.generator = generator or Generator(model, temperature=0.7 if n > 1 else 0.0)
         self.reviser = reviser or Reviser(model, mode=revise)
 
@@ -74,6 +95,12 @@ class RefineConfig:
     def recursion_limit(self) -> int:
         """LangGraph's step limit, derived from the budget (which is the real limit)."""
         return 3 * (self.budget.max_rounds + 1) + 10
+
+    @property
+    def seconds_margin(self) -> float:
+        """Seconds kept back from ``max_seconds`` to stop and finish inside the limit."""
+        limit = self.budget.max_seconds
+        return 0.0 if limit is None else min(0.25, 0.1 * limit)
 
 
 def build_refine_graph(model: ChatModel, critics: Sequence[Critic | Callable[..., Any]] | Panel
@@ -93,7 +120,7 @@ def build_refine_graph(model: ChatModel, critics: Sequence[Critic | Callable[...
         **options: `RefineConfig` fields: ``threshold`` (0.9), ``budget`` (`Budget()`),
             ``n`` drafts (1), ``revise`` ("rewrite" | "edit"), ``revise_when``
             ("always" | "on_failure"), ``revise_from`` ("best" | "last"), ``patience``
-            (2), ``generator``, ``reviser``.
+            (2), ``on_error`` ("result" | "raise"), ``generator``, ``reviser``.
     """
     cfg = options.pop("config", None) or RefineConfig(model, critics, **options)
     return _graph(cfg).compile(checkpointer=checkpointer, name=name)
@@ -109,7 +136,7 @@ def _graph(cfg: RefineConfig) -> StateGraph:
         async def make() -> list[Candidate]:
             return await cfg.generator.generate(task, cfg.n)
         return await _metered(cfg, state, make, lambda c: {
-            "pending": c or [], "rounds": [Round(index=0)]})
+            "pending": c or [], "rounds": [Round(index=0)]}, node="generate")
 
     async def critique(state: RefineState) -> Update:
         pending = state.get("pending") or []
@@ -122,13 +149,15 @@ def _graph(cfg: RefineConfig) -> StateGraph:
             return await cfg.panel.evaluate(state["task"], pending, state.get("cache"))
 
         def update(done: Any) -> Update:
-            scored, fresh = done or ([], {})
+            if done is None:
+                return {}  # stopped or broken: keep the candidates, unscored, for the result
+            scored, fresh = done
             made = sum((c.usage for c in pending), Usage())
             spent = sum((k.usage for k in fresh.values()), Usage())
             return {"pending": [], "cache": fresh,
                     "rounds": [current.model_copy(update={
                         "scored": [*current.scored, *scored], "usage": made + spent})]}
-        return await _metered(cfg, state, score, update)
+        return await _metered(cfg, state, score, update, node="critique")
 
     async def decide(state: RefineState) -> Update:
         return {"stop": state.get("stop") or _decide(cfg, state)}
@@ -147,10 +176,13 @@ def _graph(cfg: RefineConfig) -> StateGraph:
             return await cfg.reviser.revise(state["task"], target, round=index,
                                             memory=state.get("memory") or [])
         return await _metered(cfg, state, make, lambda c: {
-            "pending": [c], "rounds": [Round(index=index)]} if c else {})
+            "pending": [c], "rounds": [Round(index=index)]} if c else {}, node="revise")
 
     async def finalize(state: RefineState) -> Update:
-        return {"result": result_from_state(state, cfg.threshold)}
+        elapsed = _elapsed(state)
+        done = {**state, "elapsed": elapsed}
+        return {"result": result_from_state(done, cfg.threshold),
+                "elapsed": elapsed - (state.get("elapsed") or 0.0)}
 
     g = StateGraph(RefineState)
     g.add_node("generate", generate)
@@ -167,11 +199,61 @@ def _graph(cfg: RefineConfig) -> StateGraph:
     return g
 
 
+@dataclass
+class RunClock:
+    """When the current run started, for `arefine` (set in a context variable).
+
+    With a clock, a run's seconds are wall-clock time from the start of its first step
+    (plus the seconds of earlier attempts when it resumes), gaps between nodes included;
+    LangGraph's own set-up before the first step is not counted. Without one (the graph
+    used directly as a subgraph) they are the nodes' own time.
+    """
+
+    before: float = 0.0
+    """Seconds the run had used in earlier attempts (a resumed run)."""
+    started: float | None = None
+    """`time.monotonic()` when this attempt's first step started (None until then)."""
+
+    def elapsed(self) -> float:
+        """Seconds of the run so far (the clock starts on the first call)."""
+        if self.started is None:
+            self.started = time.monotonic()
+        return self.before + time.monotonic() - self.started
+
+    @contextmanager
+    def active(self) -> Iterator[RunClock]:
+        """Make this the clock of the run's nodes inside the block."""
+        token = _clock.set(self)
+        try:
+            yield self
+        finally:
+            _clock.reset(token)
+
+
+_clock: contextvars.ContextVar[RunClock | None] = contextvars.ContextVar(
+    "redline_run_clock", default=None)
+
+
+def _elapsed(state: RefineState, node_started: float | None = None) -> float:
+    """The run's seconds so far: by the run's clock, else the nodes' own time."""
+    clock = _clock.get()
+    if clock is not None:
+        return clock.elapsed()
+    before = state.get("elapsed") or 0.0
+    return before + (time.monotonic() - node_started if node_started is not None else 0.0)
+
+
 async def _metered(cfg: RefineConfig, state: RefineState, work: Callable[[], Awaitable[Any]],
-                   update: Callable[[Any], Update]) -> Update:
-    """Run a node's work under the run's meter; a budget refusal becomes a stop."""
+                   update: Callable[[Any], Update], *, node: str) -> Update:
+    """Run a node's work under the run's meter.
+
+    A budget refusal becomes a budget stop; a broken model or critic becomes an error
+    stop when ``on_error="result"`` (the default), so the run still returns what it has.
+    Configuration errors always raise.
+    """
     started = time.monotonic()
-    meter = Meter(cfg.budget, state.get("usage") or Usage(), state.get("elapsed") or 0.0)
+    meter = Meter(cfg.budget, state.get("usage") or Usage(), _elapsed(state),
+                  margin=cfg.seconds_margin)
     stop = None
     with ExitStack() as stack:
         stack.enter_context(meter.active())
@@ -192,7 +274,17 @@ async def _metered(cfg: RefineConfig, state: RefineState, work: Callable[[], Awa
         except BudgetExceeded as exc:
             out = update(None)
             stop = Stop(reason=StopReason.budget, detail=str(exc), limit=exc.limit)  # type: ignore[arg-type]
-    out |= {"usage": tally.usage, "elapsed": time.monotonic() - started}
+        except ConfigError:
+            raise
+        except Exception as exc:
+            if cfg.on_error == "raise":
+                raise
+            what = str(exc) if isinstance(exc, RedlineError) else f"{type(exc).__name__}: {exc}"
+            log.warning("the run stopped: %s failed: %s", node, what,
+                        exc_info=not isinstance(exc, RedlineError))
+            out = update(None)
+            stop = Stop(reason=StopReason.error, detail=f"{node} failed: {what}")
+    out |= {"usage": tally.usage, "elapsed": _elapsed(state, started) - (state.get("elapsed") or 0.0)}
     if stop:
         out["stop"] = stop
     return out
@@ -220,17 +312,19 @@ def _decide(cfg: RefineConfig, state: RefineState) -> Stop | None:
             return Stop(reason=StopReason.converged,
                         detail=f"the reviser returned the candidate of round {repeats[0]}")
     if revisions >= cfg.patience:
+        # By rank, not score alone: while every candidate fails a gate (score 0), a gate
+        # score that still improves is progress.
         before = best_of(scored_history(rounds[:-cfg.patience]))
         after = best_of(scored_history(rounds[-cfg.patience:]))
-        if before and after and after.score <= before.score:
+        if before and after and after.rank <= before.rank:
             return Stop(reason=StopReason.converged,
                         detail=f"no score gain in the last {cfg.patience} rounds")
     if revisions >= cfg.budget.max_rounds:
         return Stop(reason=StopReason.budget, limit="max_rounds",
                     detail=f"max_rounds: {revisions} of {cfg.budget.max_rounds} revisions done")
     try:
-        Meter(cfg.budget, state.get("usage") or Usage(), state.get("elapsed") or 0.0
-              ).check_seconds()
+        Meter(cfg.budget, state.get("usage") or Usage(), _elapsed(state),
+              margin=cfg.seconds_margin).check_seconds()
     except BudgetExceeded as exc:
         return Stop(reason=StopReason.budget, limit="max_seconds", detail=str(exc))
     return None
@@ -243,8 +337,13 @@ def result_from_state(state: RefineState, threshold: float) -> RefineResult:
     stop = state.get("stop") or Stop(reason=StopReason.error, detail="the run did not finish")
     usage = (state.get("usage") or Usage()).model_copy(
         update={"seconds": state.get("elapsed") or 0.0})
+    best = best_of(history)
+    if best is None and state.get("pending"):
+        # The draft was made (and paid for) but never scored: return it, marked.
+        best = ScoredCandidate(candidate=state["pending"][0], score=0.0, gates_passed=False,
+                               failed=False, critiques=[], unscored=True)
     return RefineResult(
-        task=state["task"], best=best_of(history), final=history[-1] if history else None,
+        task=state["task"], best=best, final=history[-1] if history else None,
         rounds=rounds, stop_reason=stop.reason, stop_detail=stop.detail,
         budget_limit=stop.limit, threshold=threshold, usage=usage,
         memory=state.get("memory") or [],
