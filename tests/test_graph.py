@@ -61,7 +61,7 @@ async def test_an_interrupted_run_resumes_without_repeating_round_one(tmp_path: 
     async with sqlite.AsyncSqliteSaver.from_conn_string(db) as saver:
         with pytest.raises(LLMError, match="server went away"):
             await redline.arefine(task, model=crashing, critics=critics, checkpointer=saver,
-                                  patience=5)
+                                  patience=5, on_error="raise")
     assert len(crashing.calls) == 3  # draft, revision 1, the failed revision 2
 
     fresh = ScriptedChat(["c"])
@@ -101,11 +101,9 @@ def test_resume_works_with_langgraphs_strict_deserialization(tmp_path: Path) -> 
         task = redline.Task(prompt="Q", id="strict")
         async def main():
             async with AsyncSqliteSaver.from_conn_string({str(tmp_path / 'c.sqlite')!r}) as s:
-                try:
-                    await redline.arefine(task, model=ScriptedChat(["a", LLMError("x")]),
-                                          critics=[lambda t: scores[t]], checkpointer=s)
-                except LLMError:
-                    pass
+                first = await redline.arefine(task, model=ScriptedChat(["a", LLMError("x")]),
+                                              critics=[lambda t: scores[t]], checkpointer=s)
+                assert first.stop_reason.value == "error", first
             async with AsyncSqliteSaver.from_conn_string({str(tmp_path / 'c.sqlite')!r}) as s:
                 r = await redline.arefine(task, model=ScriptedChat(["b"]),
                                           critics=[lambda t: scores[t]], checkpointer=s)
@@ -118,3 +116,63 @@ def test_resume_works_with_langgraphs_strict_deserialization(tmp_path: Path) -> 
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "threshold ['a', 'b']"
     assert "Blocked deserialization" not in out.stderr
+
+
+async def test_a_run_that_ended_on_an_error_is_retried_from_the_failed_step(
+        tmp_path: Path) -> None:
+    sqlite = pytest.importorskip("langgraph.checkpoint.sqlite.aio")
+    scores = {"a": 0.2, "b": 0.5, "c": 1.0}
+    task = Task(prompt="Q", id="retry-me")
+    db = str(tmp_path / "checkpoints.sqlite")
+    async with sqlite.AsyncSqliteSaver.from_conn_string(db) as saver:
+        broken = await redline.arefine(
+            task, model=ScriptedChat(["a", "b", LLMError("server went away")]),
+            critics=[lambda t: scores[t]], checkpointer=saver, patience=5)
+    assert broken.stop_reason is redline.StopReason.error and broken.text == "b"
+    fresh = ScriptedChat(["c"])
+    async with sqlite.AsyncSqliteSaver.from_conn_string(db) as saver:
+        result = await redline.arefine(task, model=fresh, critics=[lambda t: scores[t]],
+                                       checkpointer=saver, patience=5)
+    assert len(fresh.calls) == 1 and "b" in fresh.calls[0]["messages"][-1]["content"]
+    assert result.stop_reason is redline.StopReason.threshold and result.text == "c"
+    assert [(r.index, [s.candidate.text for s in r.scored]) for r in result.rounds] == [
+        (0, ["a"]), (1, ["b"]), (2, ["c"])]
+
+
+def test_resuming_prints_no_deserialization_warnings(tmp_path: Path) -> None:
+    """LangGraph's default (permissive) serializer warns about every class it was not told
+    about; redline registers its state types, so a resumed run is silent."""
+    pytest.importorskip("langgraph.checkpoint.sqlite.aio")
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        import asyncio, logging, redline
+        logging.basicConfig(level=logging.WARNING)
+        from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+        from redline.errors import LLMError
+        from redline.testing import ScriptedChat
+        scores = {{"a": 0.2, "b": 1.0}}
+        task = redline.Task(prompt="Q", id="quiet", metadata={{"k": [1, 2]}})
+        async def main():
+            db = {str(tmp_path / 'q.sqlite')!r}
+            async with AsyncSqliteSaver.from_conn_string(db) as s:
+                try:
+                    await redline.arefine(task, model=ScriptedChat(["a", LLMError("x")]),
+                                          critics=[lambda t: scores[t]], checkpointer=s,
+                                          on_error="raise")
+                except LLMError:
+                    pass
+            async with AsyncSqliteSaver.from_conn_string(db) as s:
+                r = await redline.arefine(task, model=ScriptedChat(["b"]),
+                                          critics=[lambda t: scores[t]], checkpointer=s)
+            print(r.stop_reason.value, r.task.metadata)
+        asyncio.run(main())
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "LANGGRAPH_STRICT_MSGPACK"}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "threshold {'k': [1, 2]}"
+    assert "Deserializing" not in out.stderr and "unregistered" not in out.stderr, out.stderr

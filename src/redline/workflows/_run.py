@@ -100,6 +100,9 @@ async def arefine(
         on_error: ``"result"``: a critic or model that breaks mid-run ends the run with
             ``stop_reason="error"``, the error, and the best candidate so far (or the
             unscored draft); ``"raise"``: the error propagates and nothing is returned.
+            A rejected key or unknown model (HTTP 401/403/404) always raises. With a
+            checkpointer, running a task whose stored result is an error again retries
+            it from the step that failed.
         preflight: check every critic and the model (`Critic.preflight`,
             `ChatModel.preflight`) before any token is spent.
         checkpointer: a LangGraph checkpointer; a run interrupted with the same task id
@@ -126,8 +129,14 @@ async def arefine(
     elapsed_before = 0.0
     if checkpointer is not None:
         snapshot = await graph.aget_state(config)
-        if snapshot.values.get("result") is not None and not snapshot.next:
-            return snapshot.values["result"]
+        stored = snapshot.values.get("result")
+        if stored is not None and not snapshot.next:
+            if stored.stop_reason is not StopReason.error:
+                return stored
+            # A run that ended on an error is tried again from before the failed step.
+            snapshot = await _before_the_error(graph, config) or snapshot
+            if snapshot.next:
+                config = snapshot.config
         if snapshot.next:
             graph_input = None  # resume the interrupted run from its last checkpoint
             elapsed_before = snapshot.values.get("elapsed") or 0.0
@@ -153,6 +162,15 @@ async def arefine(
                 log.info("run %s interrupted after %.1f s", task.id, clock.elapsed())
             raise
     return state["result"]
+
+
+async def _before_the_error(graph: Any, config: dict[str, Any]) -> Any:
+    """The newest checkpoint of a run with no stop decided yet and a step to run next."""
+    async for snapshot in graph.aget_state_history(config):
+        if snapshot.next and snapshot.values.get("stop") is None \
+                and snapshot.values.get("task") is not None:
+            return snapshot
+    return None
 
 
 def interrupted_result(progress: Progress | None, task: Task, threshold: float) -> RefineResult:

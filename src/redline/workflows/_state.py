@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import operator
-from typing import Annotated, TypedDict
+from typing import Annotated, Any, TypedDict
 
 from pydantic import BaseModel, ConfigDict
 
@@ -19,7 +20,7 @@ from redline.types import (
     Usage,
 )
 
-__all__ = ["RefineState", "Stop", "best_of", "scored_history"]
+__all__ = ["STATE_TYPES", "RefineState", "Stop", "best_of", "registered", "scored_history"]
 
 
 class Stop(BaseModel):
@@ -92,3 +93,32 @@ def best_of(scored: list[ScoredCandidate]) -> ScoredCandidate | None:
         if best is None or s.rank > best.rank:
             best = s
     return best
+
+
+STATE_TYPES: tuple[type, ...] = (Task, Candidate, Critique, Usage, ScoredCandidate, Round,
+                                 RefineResult, StopReason, Stop)
+"""The classes a checkpoint of the refine graph holds."""
+
+
+def registered(checkpointer: Any) -> Any:
+    """The checkpointer, able to restore redline's state types without warnings.
+
+    LangGraph's default serializer restores any class but warns about each one it was
+    not told about ("Deserializing unregistered type"), and cannot be told in that
+    permissive mode. For such a checkpointer this returns a shallow copy whose
+    serializer allows exactly LangGraph's safe types and `STATE_TYPES` (what
+    LangGraph's strict mode does); any other checkpointer is returned unchanged.
+    """
+    serde = getattr(checkpointer, "serde", None)
+    if serde is None:
+        return checkpointer
+    from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+
+    # A permissive serializer ignores an allowlist: with_msgpack_allowlist returns it.
+    if type(serde) is not JsonPlusSerializer or serde.with_msgpack_allowlist(STATE_TYPES) \
+            is not serde:
+        return checkpointer
+    clone = copy.copy(checkpointer)
+    clone.serde = JsonPlusSerializer(pickle_fallback=serde.pickle_fallback,
+                                     allowed_msgpack_modules=STATE_TYPES)
+    return clone

@@ -28,7 +28,7 @@ from redline.agents.reviser import ReviseMode, Reviser
 from redline.critics.base import Critic
 from redline.critics.judge import LLMJudge
 from redline.critics.panel import Panel
-from redline.errors import BudgetExceeded, ConfigError, RedlineError
+from redline.errors import BudgetExceeded, ConfigError, LLMError, RedlineError
 from redline.llm._base import ChatModel, Meter, Tally, using_run_model
 from redline.types import (
     Budget,
@@ -39,7 +39,7 @@ from redline.types import (
     StopReason,
     Usage,
 )
-from redline.workflows._state import RefineState, Stop, best_of, scored_history
+from redline.workflows._state import RefineState, Stop, best_of, registered, scored_history
 
 __all__ = ["OnError", "RefineConfig", "ReviseWhen", "RunClock", "build_refine_graph",
            "result_from_state"]
@@ -123,6 +123,8 @@ def build_refine_graph(model: ChatModel, critics: Sequence[Critic | Callable[...
             (2), ``on_error`` ("result" | "raise"), ``generator``, ``reviser``.
     """
     cfg = options.pop("config", None) or RefineConfig(model, critics, **options)
+    if checkpointer is not None:
+        checkpointer = registered(checkpointer)
     return _graph(cfg).compile(checkpointer=checkpointer, name=name)
 
 
@@ -277,17 +279,23 @@ async def _metered(cfg: RefineConfig, state: RefineState, work: Callable[[], Awa
         except ConfigError:
             raise
         except Exception as exc:
-            if cfg.on_error == "raise":
+            if cfg.on_error == "raise" or _wrong_setup(exc):
                 raise
             what = str(exc) if isinstance(exc, RedlineError) else f"{type(exc).__name__}: {exc}"
-            log.warning("the run stopped: %s failed: %s", node, what,
-                        exc_info=not isinstance(exc, RedlineError))
+            log.info("the run stopped: %s failed: %s", node, what,
+                     exc_info=not isinstance(exc, RedlineError))
             out = update(None)
             stop = Stop(reason=StopReason.error, detail=f"{node} failed: {what}")
     out |= {"usage": tally.usage, "elapsed": _elapsed(state, started) - (state.get("elapsed") or 0.0)}
     if stop:
         out["stop"] = stop
     return out
+
+
+def _wrong_setup(exc: Exception) -> bool:
+    """A rejected key or an unknown model: the configuration is wrong, and every later
+    call would fail the same way, so it raises whatever ``on_error`` says."""
+    return isinstance(exc, LLMError) and exc.status in (401, 403, 404)
 
 
 def _decide(cfg: RefineConfig, state: RefineState) -> Stop | None:
