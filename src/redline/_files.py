@@ -39,13 +39,13 @@ def check_writable(path: str | Path) -> Path:
     target = Path(path)
     shown = str(path)
     try:
-        real = target.resolve()
-        if real.exists() and not real.is_file():
-            if real.is_dir():
+        if _special(target):
+            if target.is_dir():
                 raise ConfigError(f"cannot write {shown!r}: it is a folder")
-            if not os.access(real, os.W_OK):
+            if not os.access(target, os.W_OK):
                 raise ConfigError(f"cannot write {shown!r}: permission denied")
-            return target  # a device or FIFO: written directly
+            return target  # a device, FIFO or /dev/stdout: written directly
+        real = target.resolve()
         folder = real.parent
         if not folder.is_dir():
             raise ConfigError(f"cannot write {shown!r}: folder {str(target.parent)!r} "
@@ -70,11 +70,11 @@ def write_output(path: str | Path, text: str) -> None:
     Raises:
         OSError: the write failed (the old file, if any, is unchanged).
     """
-    real = Path(path).resolve()
-    if real.exists() and not real.is_file():
-        with open(real, "w", encoding="utf-8") as f:
+    if _special(Path(path)):
+        with open(path, "w", encoding="utf-8") as f:
             f.write(text)
         return
+    real = Path(path).resolve()
     fd, tmp = tempfile.mkstemp(dir=real.parent, prefix=f".{real.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -92,6 +92,14 @@ def write_output(path: str | Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _special(path: Path) -> bool:
+    """Whether `path` exists (symlinks followed) and is not a regular file."""
+    try:
+        return not stat.S_ISREG(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return False
 
 
 def _umask() -> int:

@@ -146,6 +146,7 @@ def _refine(ctx: click.Context, opts: dict[str, Any]) -> tuple[RefineResult, dic
 
         check_writable(opts["output"])
     budget = _budget(opts)
+    price = _price(opts["price"]) if opts["price"] else None
     api_key = _api_key(ctx, opts)
     if opts["base_url"]:
         check_base_url(opts["base_url"])
@@ -157,8 +158,8 @@ def _refine(ctx: click.Context, opts: dict[str, Any]) -> tuple[RefineResult, dic
 
     model = resolve_model(opts["model"], base_url=opts["base_url"], api_key=api_key,
                           model_path=opts["model_path"])
-    if opts["price"]:
-        model.price = _price(opts["price"])
+    if price is not None:
+        model.price = price
     elif opts["max_cost"] is not None and model.price is None:
         raise ConfigError("--max-cost needs the model's price: add --price IN:OUT (dollars "
                           "per million input:output tokens)")
