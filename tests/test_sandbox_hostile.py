@@ -111,6 +111,10 @@ async def test_other_command_lines_and_environments_are_invisible(
     monkeypatch.setenv("REDLINE_TEST_SECRET", secret)
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", secret])
     try:
+        for _ in range(100):  # until it has exec'd: then its command line holds the secret
+            if alive_with(secret.encode()):
+                break
+            await asyncio.sleep(0.05)
         assert alive_with(secret.encode())  # visible from the host: the probe is real
         code = (f"import os\nseen = []\nfor pid in [{os.getpid()}, {holder.pid}, 1, "
                 f"{os.getppid()}] + [p for p in os.listdir('/proc') if p.isdigit()]:\n"
@@ -119,13 +123,15 @@ async def test_other_command_lines_and_environments_are_invisible(
                 "            seen.append(open(f'/proc/{pid}/{part}', 'rb').read())\n"
                 "        except OSError:\n"
                 "            pass\n"
-                "print(repr(b'|'.join(seen)))\nprint(sorted(os.listdir('/proc'))[:6])\n")
+                "print(repr(b'|'.join(seen)))\nprint(sorted(os.listdir('/proc'))[:6])\n"
+                "print(len(seen))\n")
         result = await run(code)
     finally:
         holder.kill()
         holder.wait()
     assert result.ok, result.stderr
     assert secret not in result.stdout
+    assert int(result.stdout.splitlines()[2]) >= 2  # it did read command lines (its own)
     pids = [p for p in eval(result.stdout.splitlines()[1]) if p.isdigit()]
     assert all(int(p) < 10 for p in pids)  # a PID namespace of its own: a handful
 

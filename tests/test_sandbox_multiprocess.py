@@ -4,6 +4,7 @@ CLI run out of reach of the code it tests (end to end, through a loopback server
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -56,12 +57,13 @@ def add(a, b):
 seen = []
 for pid in os.listdir('/proc'):
     if pid.isdigit():
-        try:
-            seen.append(open(f'/proc/{pid}/cmdline', 'rb').read().replace(b'\\0', b' '))
-        except OSError:
-            pass
-print(seen)
-raise RuntimeError(repr(seen))
+        for part in ('cmdline', 'environ'):
+            try:
+                seen.append(open(f'/proc/{pid}/{part}', 'rb').read().replace(b'\\0', b' '))
+            except OSError:
+                pass
+hits = [s.decode(errors='replace') for s in seen if b'sk-' in s]
+raise RuntimeError(f'EXFIL read={len(seen)} hits={hits!r}')
 ```"""
 
 
@@ -76,11 +78,18 @@ def test_the_api_key_on_the_command_line_reaches_no_one(tmp_path: Path) -> None:
              "--max-rounds", "2", "--json"],
             capture_output=True, text=True, timeout=120)
         bodies = json.dumps(server.requests)
-    assert done.returncode in (0, 1), done.stderr
+    assert done.returncode == 1, done.stderr  # ran to the end; the code never passed
+    assert "--api-key" in done.stderr  # the CLI warned that the key is visible
     trace = json.loads(done.stdout)
     feedback = [c["feedback"] for r in trace["rounds"] for s in r["scored"]
                 for c in s["critiques"]]
-    assert feedback and "RuntimeError" in feedback[0]  # the code did run and report
+    assert len(feedback) == 2 and all(c["score"] == 0.0 for r in trace["rounds"]
+                                      for s in r["scored"] for c in s["critiques"])
+    # The code ran, read every command line and environment it could (its own at
+    # least) and reported what held "sk-": nothing.
+    reports = [re.findall(r"RuntimeError: EXFIL read=(\d+) hits=(.*)", f) for f in feedback]
+    assert all(r and int(r[-1][0]) >= 2 and r[-1][1] == "[]" for r in reports), feedback
     assert len(server.requests) >= 2  # a revision prompt carried that feedback
+    assert "EXFIL read=" in bodies
     assert secret not in done.stdout and secret not in bodies
     assert all(secret not in f for f in feedback)

@@ -4,16 +4,23 @@ One call gives the run new PID, network, IPC, UTS and mount namespaces: a fresh
 ``/proc`` that shows the run's processes only (no other command line or environment on
 the host is readable), no network interface but a down loopback, and a root that is an
 empty tmpfs holding read-only binds of ``/usr`` (and the ``/bin``, ``/lib*`` links or
-directories), a few files of ``/etc``, the interpreter's own directories (its prefix
-and ``sys.path``, never the home directory they may live in) and the sandbox's
-bootstrap, then remounted read-only. The only writable places are ``/tmp`` (the run's
-working directory) and ``/dev/shm``: size-limited tmpfs mounts, so the disk the run
-may fill is bounded as a whole. ``--die-with-parent`` ends the run if redline dies and
-``--new-session`` takes the terminal away; when the run's first process exits, the
-PID namespace ends and every process of the run with it.
+directories), a copy of a few files of ``/etc`` (made once per sandbox), the
+interpreter's own directories (its prefix and ``sys.path``, never the home directory
+they may live in) and the sandbox's bootstrap, then remounted read-only. The only
+writable places are ``/tmp`` (the run's working directory) and ``/dev/shm``:
+size-limited tmpfs mounts, so the disk the run may fill is bounded as a whole.
+``--die-with-parent`` ends the run if redline dies and ``--new-session`` takes the
+terminal away. The sandbox's bootstrap is the namespace's PID 1 (``--as-pid-1``): it
+reaps the run's processes, and ends and reaps all that are left once the code's own
+process has exited, so that when bwrap exits by itself nothing of the run is alive
+(bwrap's own init would report the exit before the namespace is empty).
 
-As root, bwrap runs privileged (no user namespace) and keeps only ``CAP_SETUID`` and
-``CAP_SETGID`` for the bootstrap, which switches to the run's own uid before any
+The options go to bwrap through a file descriptor (``--args``), not its command line:
+bwrap's own process is PID 1 of the run's namespace, and its command line is readable
+there.
+
+As root, bwrap runs privileged (no user namespace) and keeps only ``CAP_SETUID``,
+``CAP_SETGID`` and ``CAP_KILL`` for the bootstrap, which switches to the run's own uid before any
 untrusted code runs; otherwise bwrap makes a user namespace and the run keeps the
 caller's uid.
 """
@@ -25,8 +32,9 @@ import json
 import os
 import shutil
 import subprocess
+import threading
 
-__all__ = ["bwrap_command", "bwrap_path", "python_dirs"]
+__all__ = ["args_fd", "bwrap_options", "bwrap_path", "prepare_etc", "probe", "python_dirs"]
 
 _ETC = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "passwd", "group",
         "nsswitch.conf", "host.conf", "hosts", "mime.types")
@@ -35,6 +43,9 @@ IN = "/.redline-in"
 """Where the run directory prepared by redline is seen (read-only) inside."""
 LIB = "/.redline-lib"
 """Where the sandbox's bootstrap is seen inside."""
+
+_probes: dict[tuple[str, str, bool], tuple[str | None, str]] = {}
+_probe_lock = threading.Lock()
 
 
 def bwrap_path() -> str | None:
@@ -72,28 +83,52 @@ def python_dirs(python: str) -> tuple[str, ...]:
     return tuple(kept)
 
 
-def bwrap_command(bwrap: str, *, python: str, run_dir: str, lib_dir: str,
-                  disk_bytes: int, as_root: bool) -> list[str]:
-    """The ``bwrap`` arguments for one run, up to and including ``--``."""
+def prepare_etc(target: str) -> None:
+    """Copy the few files of ``/etc`` a run may need into `target` (one bind, not ten:
+    each bind costs bwrap a read of the mount table)."""
+    os.mkdir(target, 0o755)
+    for name in _ETC:
+        source = os.path.join("/etc", name)
+        try:
+            if os.path.isdir(source):
+                shutil.copytree(source, os.path.join(target, name))
+            elif os.path.isfile(source):
+                shutil.copyfile(source, os.path.join(target, name))
+        except OSError:
+            continue  # unreadable: the run goes without it
+    for root, dirs, names in os.walk(target):
+        for name in dirs:
+            os.chmod(os.path.join(root, name), 0o755)
+        for name in names:
+            os.chmod(os.path.join(root, name), 0o644)
+
+
+@functools.cache
+def bwrap_options(python: str, lib_dir: str, etc_dir: str, disk_bytes: int,
+                  as_root: bool) -> tuple[str, ...]:
+    """The bwrap options shared by every run of a sandbox (the run directory's bind and
+    the command follow them)."""
     if as_root:
         # Privileged mode: no user namespace (the bootstrap's uid switch needs the real
-        # uids), every capability dropped but the two the switch needs.
-        args = [bwrap, "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts",
+        # uids), every capability dropped but the two the switch needs and the one its
+        # closing kill of the run's processes needs (all lost with the switch: the code
+        # has none).
+        args = ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts",
                 "--unshare-cgroup-try", "--cap-drop", "ALL", "--cap-add", "CAP_SETUID",
-                "--cap-add", "CAP_SETGID"]
+                "--cap-add", "CAP_SETGID", "--cap-add", "CAP_KILL"]
     else:
-        args = [bwrap, "--unshare-all"]
-    args += ["--die-with-parent", "--new-session", "--ro-bind", "/usr", "/usr"]
+        args = ["--unshare-all"]
+    # The bootstrap is the namespace's init (--as-pid-1): it reaps the run's processes
+    # and ends them all before it exits, so bwrap's own exit means none is left.
+    args += ["--as-pid-1", "--die-with-parent", "--new-session", "--ro-bind", "/usr", "/usr"]
     for name in _ROOT_DIRS:
         path = "/" + name
         if os.path.islink(path):
             args += ["--symlink", os.readlink(path), path]
         elif os.path.isdir(path):
             args += ["--ro-bind", path, path]
-    for name in _ETC:
-        args += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
     shm = max(disk_bytes // 8, 1 << 20)
-    args += ["--proc", "/proc", "--dev", "/dev",
+    args += ["--ro-bind", etc_dir, "/etc", "--proc", "/proc", "--dev", "/dev",
              "--perms", "1777", "--size", str(max(disk_bytes - shm, 1 << 20)),
              "--tmpfs", "/tmp",
              "--perms", "1777", "--size", str(shm), "--tmpfs", "/dev/shm"]
@@ -108,6 +143,56 @@ def bwrap_command(bwrap: str, *, python: str, run_dir: str, lib_dir: str,
                 made.add(parent)
                 args += ["--perms", "0755", "--dir", parent]
         args += ["--ro-bind", path, path]
-    args += ["--ro-bind", lib_dir, LIB, "--ro-bind", run_dir, IN,
-             "--chdir", "/tmp", "--remount-ro", "/", "--"]
-    return args
+    args += ["--ro-bind", lib_dir, LIB, "--chdir", "/tmp"]
+    return tuple(args)
+
+
+def args_fd(options: tuple[str, ...], run_dir: str) -> int:
+    """A file descriptor holding the options for one run (``--args FD``), read from
+    the start; the caller closes it once bwrap has started."""
+    args = [*options, "--ro-bind", run_dir, IN, "--remount-ro", "/"]
+    data = b"".join(a.encode() + b"\0" for a in args)
+    if hasattr(os, "memfd_create"):
+        fd = os.memfd_create("redline-bwrap-args", os.MFD_CLOEXEC)
+        os.write(fd, data)
+        os.lseek(fd, 0, os.SEEK_SET)
+        return fd
+    read, write = os.pipe()  # the options are far below a pipe's buffer
+    os.write(write, data)
+    os.close(write)
+    return read
+
+
+def probe(python: str, base: str, lib_dir: str, etc_dir: str) -> tuple[str | None, str]:
+    """Whether bubblewrap works here for `python`: (its path or None, why not).
+
+    Asked once per interpreter and user in this process (every sandbox shares the
+    answer); concurrent first runs wait for the one probe.
+    """
+    key = (python, bwrap_path() or "", os.geteuid() == 0)
+    with _probe_lock:
+        if key not in _probes:
+            _probes[key] = _probe(python, base, lib_dir, etc_dir)
+        return _probes[key]
+
+
+def _probe(python: str, base: str, lib_dir: str, etc_dir: str) -> tuple[str | None, str]:
+    path = bwrap_path()
+    if path is None:
+        return None, ("bubblewrap: bwrap is not installed (apt-get install bubblewrap); "
+                      "namespaces made by hand instead")
+    fd = None
+    try:
+        options = bwrap_options(python, lib_dir, etc_dir, 1 << 20, os.geteuid() == 0)
+        fd = args_fd(options, base)
+        done = subprocess.run([path, "--args", str(fd), "--", python, "-I", "-c", "pass"],
+                              capture_output=True, text=True, timeout=60, pass_fds=(fd,))
+        if done.returncode == 0:
+            return path, ""
+        why = done.stderr.strip()[-300:] or f"exit {done.returncode}"
+    except (OSError, ValueError, subprocess.SubprocessError) as exc:
+        why = str(exc)
+    finally:
+        if fd is not None:
+            os.close(fd)
+    return None, f"bubblewrap: bwrap failed here ({why}); namespaces made by hand instead"

@@ -43,6 +43,8 @@ _SERVER = _WIRE + "\n" + (_HERE / "_pytests_server.py").read_text(encoding="utf-
 _RESULTS = ".redline-results.jsonl"
 _START = 10.0
 """Seconds the harness waits for the server's interpreter to start (beyond the load)."""
+_GONE = "the code's process ended while being tested"
+"""What the harness says of a test when the code's process is gone (_pytests_child.py)."""
 _FAKE_RECORD = re.compile(r'"(?:ok|event|passed)"\s*:\s*(?:true|"done"|"load")')
 
 
@@ -222,6 +224,8 @@ async def run_tests(sandbox: Sandbox, code: str, suite: TestSuite, *, timeout: f
     load = next((r for r in records if r.get("event") == "load"), None)
     outcomes = [TestOutcome(str(r["name"]), r.get("ok") is True, str(r.get("detail", "")))
                 for r in records if "name" in r]
+    if run.timed_out:  # the time limit ended the code's process, not the code itself
+        outcomes = _timed_out(outcomes, _stopped(run, timeout))
     if load is None or not load["ok"]:
         kind: Literal["syntax", "error", "timeout"] = \
             load["kind"] if load else ("timeout" if timed_out else "error")
@@ -236,6 +240,19 @@ async def run_tests(sandbox: Sandbox, code: str, suite: TestSuite, *, timeout: f
         outcomes += [TestOutcome(n, False, reason if i == 0 else f"did not run ({reason})")
                      for i, n in enumerate(missing)]
     return TestReport(tuple(outcomes), run, tampering=tampering, harness=harness)
+
+
+def _timed_out(outcomes: list[TestOutcome], reason: str) -> list[TestOutcome]:
+    """Outcomes that blame the end of the code's process, blaming the time limit."""
+    gone = f"did not run: {_GONE}"
+    fixed, first = [], True
+    for outcome in outcomes:
+        if not outcome.passed and outcome.detail == gone:
+            outcome = TestOutcome(outcome.name, False,
+                                  reason if first else f"did not run ({reason})")
+            first = False
+        fixed.append(outcome)
+    return fixed
 
 
 def _gone(records: list[dict[str, Any]]) -> bool:

@@ -10,12 +10,13 @@ else in the child and must not import redline. What it applied is reported (neve
 faked) as a Python literal line on the status fd before the untrusted code starts.
 
 MODE ``bwrap``: bubblewrap made the namespaces and the filesystem (see ``_bwrap.py``).
-This process copies the prepared run directory into its working directory (a
-size-limited tmpfs) and forks: the child switches to the run's uid (as root), sets the
-limits and runs the code; the parent, which the code cannot signal (it stays root, or
-is the user namespace's), waits for it and writes its wait status and the files asked
-for as a second literal line. When the parent exits, bwrap ends the PID namespace and
-every process of the run.
+This process, PID 1 of the run's PID namespace, copies the prepared run directory into
+its working directory (a size-limited tmpfs) and forks: the child switches to the run's
+uid (as root), sets the limits and runs the code; the parent, which the code cannot
+signal (it stays root, or is the user namespace's), reaps every process of the run
+until the code's ends, kills and reaps the rest, and writes the code's wait status and
+the files asked for as a second literal line. When it exits, nothing of the run is
+left.
 
 MODE ``ns`` (no bubblewrap): the namespaces by hand, through ``ctypes``:
 
@@ -343,19 +344,31 @@ def by_bwrap(cfg):
                 with open(name, "wb") as f:
                     f.write(data)
         _limits(cfg, status, status["user"] is not None or (not root and _kernel() >= (5, 14)))
+        os.environ.pop("PWD", None)  # bwrap's --chdir sets it: the environment stays as given
         os.environ["HOME"] = os.environ["TMPDIR"] = os.getcwd()
         return status
     for fd in cfg["fds"]:
         os.close(fd)  # the other end sees the end of the pipe when the code's side ends
-    while True:
+    # This process is the PID namespace's init (bwrap --as-pid-1): every orphan of the
+    # run comes to it. Reap them as they die until the code's process ends, then kill
+    # what is left (a daemon) and reap that too: when this process exits, nothing of
+    # the run is left alive, so that the caller needs no sweep of the run's uid.
+    wait_status = None
+    while wait_status is None:
         try:
-            _, wait_status = os.waitpid(pid, 0)
-            break
+            done, status = os.waitpid(-1, 0)
         except ChildProcessError:
-            wait_status = 0
             break
-        except InterruptedError:
-            continue
+        if done == pid:
+            wait_status = status
+    try:
+        os.kill(-1, 9)  # every process of the namespace but this one
+        while True:
+            os.waitpid(-1, 0)
+    except ChildProcessError:
+        pass  # all reaped
+    except OSError:
+        pass  # the kill was refused: this process's exit ends the namespace instead
     files = {}
     inside = os.path.realpath(".") + os.sep
     for name in cfg["collect"]:

@@ -44,21 +44,22 @@ import os
 import py_compile
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
+import threading
 import time
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from redline.errors import ConfigError, FeedbackSourceError
-from redline.feedback_sources import _bwrap
-from redline.feedback_sources._uids import UidLease, kill_uid
+from redline.feedback_sources import _bwrap, _runfiles
+from redline.feedback_sources._runfiles import cleanup, final_record, tail, write_files
+from redline.feedback_sources._uids import UidLease
 
 __all__ = ["Isolation", "Limit", "Sandbox", "SandboxJob", "SandboxResult",
            "default_sandbox"]
@@ -210,9 +211,9 @@ class Sandbox:
         self._switch_user = uid_base is not None and hasattr(os, "setresuid") \
             and os.geteuid() == 0
         self._base: str | None = None
-        self._boot = ""
         self._bwrap: str | None | Literal[False] = False  # False: not probed yet
         self._bwrap_note = ""
+        self._probe_lock = threading.Lock()
         self._semaphores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop,
                                                     asyncio.Semaphore] = \
             weakref.WeakKeyDictionary()
@@ -249,6 +250,9 @@ class Sandbox:
             FeedbackSourceError: as `run`, for the first job that failed so.
         """
         seconds = self.timeout if timeout is None else timeout
+        # Each job's fds, closed here exactly once (by its run as soon as it has
+        # started, else below): a number closed twice may be another run's fd by then.
+        held = [list(job.pass_fds) for job in jobs]
         try:
             if seconds <= 0:
                 raise ConfigError(f"sandbox timeout must be > 0 seconds, got {seconds}")
@@ -259,11 +263,12 @@ class Sandbox:
             async with self._semaphore():
                 if self._bwrap is False:
                     await asyncio.to_thread(self._probe)
-                outcomes = await asyncio.gather(*(self._run(job, seconds) for job in jobs),
-                                                return_exceptions=True)
+                outcomes = await asyncio.gather(
+                    *(self._run(job, seconds, fds) for job, fds in zip(jobs, held, strict=True)),
+                    return_exceptions=True)
         finally:
-            for job in jobs:
-                _close(job.pass_fds)
+            for fds in held:
+                _close(fds)
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 raise outcome
@@ -296,61 +301,54 @@ class Sandbox:
                     os.chmod(os.path.join(root, name), 0o755)
                 for name in names:
                     os.chmod(os.path.join(root, name), 0o644)
+            _bwrap.prepare_etc(os.path.join(base, "etc"))
             self._base = base
         return self._base
 
     def _probe(self) -> None:
-        """Find out once whether bubblewrap works here (else the fallback)."""
-        self._bwrap = None
-        if self.backend == "namespaces" or not sys.platform.startswith("linux"):
-            return
-        path = _bwrap.bwrap_path()
-        if path is None:
-            self._bwrap_note = ("bubblewrap: bwrap is not installed (apt-get install "
-                                "bubblewrap); namespaces made by hand instead")
-        else:
-            try:
-                _bwrap.python_dirs(self.python)
-                done = subprocess.run(
-                    [*_bwrap.bwrap_command(path, python=self.python, run_dir=self._base_dir(),
-                                           lib_dir=os.path.join(self._base_dir(), "lib"),
-                                           disk_bytes=1 << 20, as_root=os.geteuid() == 0),
-                     self.python, "-I", "-c", "pass"],
-                    capture_output=True, text=True, timeout=60)
-                if done.returncode == 0:
-                    self._bwrap = path
-                    return
-                why = done.stderr.strip()[-300:] or f"exit {done.returncode}"
-            except (OSError, ValueError, subprocess.SubprocessError) as exc:
-                why = str(exc)
-            self._bwrap_note = (f"bubblewrap: bwrap failed here ({why}); namespaces made "
-                                "by hand instead")
-        if self.backend == "bubblewrap":
-            raise FeedbackSourceError(f"sandbox: backend 'bubblewrap' asked for: "
-                                      f"{self._bwrap_note}")
-        log.warning("sandbox: %s", self._bwrap_note)
+        """Find out once whether bubblewrap works here (else the fallback); concurrent
+        first runs wait for the one probe, so that none runs the fallback meanwhile."""
+        with self._probe_lock:
+            if self._bwrap is not False:
+                return
+            path, note = None, ""
+            if self.backend != "namespaces" and sys.platform.startswith("linux"):
+                base = self._base_dir()
+                path, note = _bwrap.probe(self.python, base, os.path.join(base, "lib"),
+                                          os.path.join(base, "etc"))
+            if path is None and self.backend == "bubblewrap":
+                raise FeedbackSourceError(f"sandbox: backend 'bubblewrap' asked for: {note}")
+            if note:
+                log.warning("sandbox: %s", note)
+            self._bwrap, self._bwrap_note = path, note
 
-    async def _run(self, job: SandboxJob, timeout: float) -> SandboxResult:
+    async def _run(self, job: SandboxJob, timeout: float, held: list[int]) -> SandboxResult:
         base = self._base_dir()
         run_dir = tempfile.mkdtemp(prefix="run-", dir=base)
         control = [f"{run_dir}.{name}" for name in ("out", "err", "status")]
+        # As root, a uid of its own, taken under its host-wide lock (non-blocking calls:
+        # no thread needed).
         lease = UidLease(self.uid_base) \
             if self._switch_user and self.uid_base is not None else None
         uid = None
+        ended_clean = False
         try:
             if lease is not None:
-                uid = await asyncio.to_thread(lease.__enter__)
-            _write_files(run_dir, {_MAIN: job.code, **job.files})
+                uid = lease.__enter__()
+            write_files(run_dir, {_MAIN: job.code, **job.files})
             fds: list[int] = []
             try:
                 for path in control:
                     fds.append(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL
                                        | os.O_CLOEXEC, 0o600))
                 command = self._command(job, run_dir, uid, fds[2], timeout)
+                if self._bwrap:
+                    fds.append(_bwrap.args_fd(self._options(), run_dir))
+                    command = [self._bwrap, "--args", str(fds[3]), "--", *command]
                 started = time.perf_counter()
                 proc = await asyncio.create_subprocess_exec(
                     *command, stdin=asyncio.subprocess.DEVNULL, stdout=fds[0],
-                    stderr=fds[1], pass_fds=(fds[2], *job.pass_fds), cwd=run_dir,
+                    stderr=fds[1], pass_fds=(*fds[2:], *job.pass_fds), cwd=run_dir,
                     env=self._env("/tmp" if self._bwrap else run_dir),
                     start_new_session=True)
             except OSError as exc:
@@ -359,23 +357,36 @@ class Sandbox:
                 ) from exc
             finally:
                 _close(fds)
-                _close(job.pass_fds)
+                _close(held)
             timed_out = await _wait_then_kill_group(proc, timeout)
             elapsed = time.perf_counter() - started
+            # bwrap that ended by itself ended its PID namespace, and every process of
+            # the run with it (the namespace's init waits for them all before it exits):
+            # no sweep is needed. One that was killed leaves that to the kernel, later.
+            ended_clean = bool(self._bwrap) and not timed_out and proc.returncode == 0
             return self._result(proc.returncode, timed_out, elapsed, run_dir, control,
                                 tuple(job.collect))
         finally:
             # Every run, however it ended: nothing of its uid outlives it (a setsid
             # daemon, a fork bomb's last forks), then the uid goes back.
-            await asyncio.to_thread(_cleanup, run_dir, control, uid)
+            if ended_clean:  # the run's inputs alone are left: a few small files
+                cleanup(run_dir, control, None)
+            else:
+                await asyncio.to_thread(cleanup, run_dir, control, uid)
             if lease is not None:
                 lease.__exit__(None, None, None)
 
+    def _options(self) -> tuple[str, ...]:
+        base = self._base_dir()
+        return _bwrap.bwrap_options(self.python, os.path.join(base, "lib"),
+                                    os.path.join(base, "etc"), self.disk_bytes,
+                                    os.geteuid() == 0)
+
     def _command(self, job: SandboxJob, run_dir: str, uid: int | None, status_fd: int,
                  timeout: float) -> list[str]:
-        lib = os.path.join(self._base_dir(), "lib")
+        """The bootstrap's command line (bwrap's options go apart, through an fd)."""
         mode = "bwrap" if self._bwrap else "ns"
-        inside_lib = _bwrap.LIB if self._bwrap else lib
+        inside_lib = _bwrap.LIB if self._bwrap else os.path.join(self._base_dir(), "lib")
         boot = (f"import sys; sys.path.insert(0, {inside_lib!r}); import {_CHILD} as c; "
                 "del sys.path[0]; c.main()")
         args = [mode, _MAIN, "" if uid is None else str(uid), str(status_fd),
@@ -383,12 +394,7 @@ class Sandbox:
                 str(self.memory_bytes or 0), str(self.file_size_bytes),
                 str(self.max_processes), ",".join(str(fd) for fd in job.pass_fds),
                 "\n".join(job.collect)]
-        python = [self.python, "-I", "-X", "utf8", "-c", boot, *args]
-        if not self._bwrap:
-            return python
-        return [*_bwrap.bwrap_command(self._bwrap, python=self.python, run_dir=run_dir,
-                                      lib_dir=lib, disk_bytes=self.disk_bytes,
-                                      as_root=os.geteuid() == 0), *python]
+        return [self.python, "-I", "-X", "utf8", "-c", boot, *args]
 
     def _env(self, home: str) -> dict[str, str]:
         return {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8",
@@ -396,8 +402,8 @@ class Sandbox:
 
     def _result(self, exit_code: int | None, timed_out: bool, seconds: float, run_dir: str,
                 control: list[str], collect: tuple[str, ...]) -> SandboxResult:
-        stdout, out_bytes = _tail(control[0], self.tail_bytes)
-        stderr, err_bytes = _tail(control[1], self.tail_bytes)
+        stdout, out_bytes = tail(control[0], self.tail_bytes)
+        stderr, err_bytes = tail(control[1], self.tail_bytes)
         lines = Path(control[2]).read_text(encoding="utf-8").split("\n")
         if not lines[0]:
             why = "timed out" if timed_out else f"exit {exit_code}"
@@ -407,12 +413,12 @@ class Sandbox:
         status = ast.literal_eval(lines[0])  # a literal: nothing in it is run
         status["notes"] = tuple(status["notes"]) + \
             ((self._bwrap_note,) if self._bwrap_note else ())
-        final = _final(lines[1:])
+        final = final_record(lines[1:])
         code = exit_code if exit_code is not None else -signal.SIGKILL
         if final is not None and not timed_out:
             code = os.waitstatus_to_exitcode(final["wait"])
         files = final["files"] if final is not None else {} if self._bwrap \
-            else _collect(run_dir, collect, self.file_size_bytes)
+            else _runfiles.collect(run_dir, collect, self.file_size_bytes)
         return SandboxResult(
             exit_code=code, stdout=stdout, stderr=stderr, stdout_bytes=out_bytes,
             stderr_bytes=err_bytes, timed_out=timed_out,
@@ -434,25 +440,14 @@ class Sandbox:
         return None
 
 
-def _final(lines: list[str]) -> dict | None:
-    """The bootstrap's closing record (bubblewrap mode), when it wrote one whole."""
-    for line in lines:
-        try:
-            record = ast.literal_eval(line)
-        except (ValueError, SyntaxError, MemoryError, RecursionError):
-            continue
-        if isinstance(record, dict) and isinstance(record.get("wait"), int) \
-                and isinstance(record.get("files"), dict):
-            return record
-    return None
-
-
-def _close(fds: Sequence[int]) -> None:
+def _close(fds: list[int]) -> None:
+    """Close `fds` and empty the list (so that nothing closes them again)."""
     for fd in fds:
         try:
             os.close(fd)
         except OSError:
             pass
+    fds.clear()
 
 
 @functools.cache
@@ -465,36 +460,6 @@ def _cpu_count() -> int:
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0)) or 1
     return os.cpu_count() or 1
-
-
-def _write_files(run_dir: str, files: Mapping[str, str | bytes]) -> None:
-    for name, content in files.items():
-        relative = PurePosixPath(name)
-        if relative.is_absolute() or ".." in relative.parts or not relative.parts:
-            raise ConfigError(f"sandbox file name {name!r} must be relative, without '..'")
-        path = Path(run_dir, relative)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        data = content.encode("utf-8") if isinstance(content, str) else content
-        path.write_bytes(data)
-
-
-def _tail(path: str, size: int) -> tuple[str, int]:
-    with open(path, "rb") as f:
-        total = f.seek(0, os.SEEK_END)
-        f.seek(max(0, total - size))
-        return f.read().decode("utf-8", errors="replace"), total
-
-
-def _collect(run_dir: str, names: tuple[str, ...], limit: int) -> dict[str, str]:
-    found = {}
-    inside = os.path.realpath(run_dir) + os.sep
-    for name in names:
-        path = os.path.join(run_dir, name)
-        # The code may have left symlinks: never read outside its run directory.
-        if os.path.realpath(path).startswith(inside) and os.path.isfile(path):
-            with open(path, "rb") as f:
-                found[name] = f.read(limit).decode("utf-8", errors="replace")
-    return found
 
 
 async def _wait_then_kill_group(proc: asyncio.subprocess.Process, timeout: float) -> bool:
@@ -518,30 +483,3 @@ def _kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
-
-
-def _cleanup(run_dir: str, control: list[str], uid: int | None) -> None:
-    """End what is left of a run (its uid's processes, when it had one; the caller holds
-    the uid) and remove its files."""
-    if uid is not None:
-        kill_uid(uid)
-
-    def writable(function: object, path: str, _exc: object) -> None:
-        # Code may leave read-only directories (a problem when not root): make the
-        # parent writable and retry. Never chmod through a symlink.
-        os.chmod(os.path.dirname(path), 0o700)
-        if os.path.islink(path) or not os.path.isdir(path):
-            os.unlink(path)
-        else:
-            os.chmod(path, 0o700)
-            shutil.rmtree(path, ignore_errors=True)
-
-    try:
-        shutil.rmtree(run_dir, onerror=writable)
-    except OSError as exc:  # a leftover directory must not hide the run's result
-        log.warning("sandbox: could not remove run directory %s: %s", run_dir, exc)
-    for path in control:
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
