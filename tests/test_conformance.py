@@ -79,3 +79,34 @@ async def test_shared_state_under_concurrency_is_caught() -> None:
 async def test_sync_check_refuses_inside_a_running_loop() -> None:
     with pytest.raises(Exception, match="use `await acheck_critic"):
         check_critic(critic(lambda t: 1.0), SAMPLES)
+
+
+def test_check_critic_warns_about_a_gate_that_can_never_fail() -> None:
+    from redline import critic
+    from redline.testing import GateWarning, check_critic
+
+    @critic(gate=True, pass_mark=0.0)
+    def lenient(text: str) -> float:
+        return 0.0 if "TODO" in text else 1.0
+
+    with pytest.warns(GateWarning, match="can never fail"):
+        report = check_critic(lenient, ["done", "x TODO"])
+    assert report.ok and report.warnings
+
+
+def test_check_critic_warns_about_a_gate_that_rejected_no_sample() -> None:
+    from redline import critic
+    from redline.testing import GateWarning, check_critic
+
+    @critic(gate=True)
+    def no_todo(text: str) -> tuple[float, str]:
+        return (0.0, "remove the TODO") if "TODO" in text else (1.0, "")
+
+    with pytest.warns(GateWarning, match="failed none of the samples"):
+        check_critic(no_todo, ["done", "also done"])
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", GateWarning)
+        report = check_critic(no_todo, ["done", "x TODO"])  # a score-returning gate can fail
+    assert report.warnings == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -10,7 +11,11 @@ from redline.critics.base import Critic
 from redline.errors import ConfigError, RedlineError
 from redline.types import Candidate, Critique, Task, Usage
 
-__all__ = ["CriticReport", "acheck_critic", "check_critic"]
+__all__ = ["CriticReport", "GateWarning", "acheck_critic", "check_critic"]
+
+
+class GateWarning(UserWarning):
+    """A gate critic that cannot fail (or did not fail on any sample checked)."""
 
 Sample = str | tuple[Task | str, Candidate | str]
 
@@ -24,6 +29,9 @@ class CriticReport:
     critic: str
     critiques: list[Critique] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    """Doubts that are not contract breaches (a gate that never failed), also issued
+    as `GateWarning`."""
     concurrent_calls: int = 0
 
     @property
@@ -49,7 +57,8 @@ async def acheck_critic(critic: Critic, samples: Iterable[Sample], *,
     """Check that a critic keeps redline's critic contract.
 
     It checks that every critique names the critic, has a score in [0, 1] and, when it
-    fails (``passed=False``), says why; that a critic declared ``deterministic`` gives
+    fails (``passed=False``), says why; it warns (`GateWarning`) about a gate that can
+    never fail (a pass mark of 0) or that failed none of the samples; that a critic declared ``deterministic`` gives
     the same verdict twice; that `concurrency` simultaneous calls all succeed (and agree
     with one-at-a-time calls when deterministic); and that errors are redline
     exceptions, never bare ``ValueError`` or ``KeyError``.
@@ -87,6 +96,7 @@ async def acheck_critic(critic: Critic, samples: Iterable[Sample], *,
 
     first = [await judge(t, c) for t, c in pairs]
     report.critiques = [c for c in first if c is not None]
+    _check_gate(critic, report)
     if critic.deterministic:
         again = [await judge(t, c) for t, c in pairs]
         for (_, cand), a, b in zip(pairs, first, again, strict=True):
@@ -131,6 +141,22 @@ def _check_one(critic: Critic, made: object, candidate: Candidate, report: Criti
         report.problems.append(f"failed {where} without feedback: say what to change")
     if not isinstance(made.usage, Usage) or not isinstance(made.evidence, dict):
         report.problems.append(f"usage/evidence of the wrong type {where}")
+
+
+def _check_gate(critic: Critic, report: CriticReport) -> None:
+    if not critic.gate:
+        return
+    mark = critic.effective_pass_mark
+    if mark is not None and mark <= 0.0:
+        report.warnings.append(f"gate with pass mark {mark:g} can never fail: every score "
+                               "passes; raise pass_mark or return passed=False")
+    elif report.critiques and not any(
+            c.passed is False or (c.passed is None and mark is not None and c.score < mark)
+            for c in report.critiques):
+        report.warnings.append("gate failed none of the samples: check it with a sample "
+                               "it must reject (a gate that never fails checks nothing)")
+    for message in report.warnings:
+        warnings.warn(f"critic {report.critic!r}: {message}", GateWarning, stacklevel=3)
 
 
 def _verdict(c: Critique) -> tuple[float, bool | None, str]:

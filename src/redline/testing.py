@@ -14,7 +14,7 @@ import asyncio
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from redline._conformance import CriticReport, acheck_critic, check_critic
+from redline._conformance import CriticReport, GateWarning, acheck_critic, check_critic
 from redline._testing_server import Fail, OpenAICompatServer
 from redline.errors import LLMError
 from redline.llm._base import ChatModel, Completion, Message, Price
@@ -23,6 +23,7 @@ from redline.types import Usage
 __all__ = [
     "CriticReport",
     "Fail",
+    "GateWarning",
     "OpenAICompatServer",
     "ScriptedChat",
     "acheck_critic",
