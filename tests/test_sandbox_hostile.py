@@ -42,6 +42,20 @@ async def run(code: str, **limits: object) -> SandboxResult:
     return confined(await Sandbox(timeout=10, **limits).run(code))  # type: ignore[arg-type]
 
 
+def of_uid(uid: int) -> list[int]:
+    """Host pids of live (not zombie) processes of `uid`."""
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":", 1) for line in status.read_text().splitlines()
+                          if ":" in line)
+        except OSError:
+            continue
+        if str(uid) in fields["Uid"].split() and not fields["State"].strip().startswith("Z"):
+            found.append(int(status.parent.name))
+    return found
+
+
 def alive_with(needle: bytes) -> list[int]:
     """Host pids whose command line holds `needle`."""
     found = []
@@ -76,6 +90,7 @@ async def test_forging_the_verdict_scores_zero_and_is_flagged(attack: str) -> No
     code = "def add(a, b):\n    return 42\n" + FORGERIES[attack]
     critique = await PythonTestsCritic(ADD_TESTS).critique(TASK, Candidate(text=code))
     assert (critique.score, critique.passed) == (0.0, False)
+    assert critique.evidence["passed"] == 0  # the harness's own verdicts: every test failed
     assert critique.evidence["tampering"], critique.evidence
     assert critique.feedback.startswith("Tampering detected")
 
@@ -87,6 +102,7 @@ async def test_an_object_equal_to_everything_does_not_pass() -> None:
             "def add(a, b):\n    return Anything() if a else Five(1)\n")
     critique = await PythonTestsCritic(ADD_TESTS).critique(TASK, Candidate(text=code))
     assert (critique.score, critique.passed) == (0.0, False)
+    assert critique.evidence["passed"] == 0
     assert "where add(2, 3) = <" in critique.feedback  # a reference: only its repr
 
 
@@ -159,33 +175,44 @@ async def test_nothing_outside_the_run_directory_can_be_written() -> None:
     code = (f"for path in {targets!r}:\n"
             "    try:\n"
             "        open(path, 'w').write('x')\n"
-            "    except OSError:\n"
-            "        pass\n")
-    await run(code)
+            "        print('wrote', path)\n"
+            "    except OSError as exc:\n"
+            "        print('refused', path, exc.errno)\n")
+    result = await run(code)
+    assert result.ok, result.stderr
+    said = dict((line.split()[1], line.split()[0]) for line in result.stdout.splitlines())
+    assert set(said) == set(targets)  # every write was tried
+    # /tmp and /dev/shm are the run's own (size-limited tmpfs): writable, and gone with it
+    assert [t for t in targets if said[t] == "wrote"] == targets[1:3]
     assert [t for t in targets if os.path.exists(t)] == []
 
 
 async def test_a_setsid_double_fork_daemon_does_not_survive() -> None:
     mark = f"{time.time_ns() % 10**9}.5"
-    code = ("import os\n"
+    code = ("import os, time\n"
             "if os.fork() == 0:\n"
             "    os.setsid()\n"
             "    if os.fork() == 0:\n"
             f"        os.execv('/bin/sleep', ['sleep', {mark!r}])\n"
             "    os._exit(0)\n"
-            "print('parent exits')\n")
+            "for _ in range(200):  # until the daemon runs\n"
+            "    if any(open(f'/proc/{p}/cmdline', 'rb').read().startswith(b'sleep')\n"
+            "           for p in os.listdir('/proc') if p.isdigit()):\n"
+            "        print('daemon running')\n"
+            "        break\n"
+            "    time.sleep(0.01)\n")
     result = await run(code)
-    assert result.ok and result.stdout == "parent exits\n"
-    await asyncio.sleep(0.2)
-    assert alive_with(f"sleep\0{mark}".encode()) == []
+    assert result.ok and result.stdout == "daemon running\n", result
+    assert alive_with(f"sleep\0{mark}".encode()) == []  # gone as the run returned
 
 
 async def test_a_fork_bomb_is_contained() -> None:
     result = await run("import os\nwhile True:\n    os.fork()\n", max_processes=16,
                        memory_bytes=2 << 30)
     assert result.limit in ("processes", "memory") and not result.timed_out
-    assert result.isolation.processes
+    assert result.isolation.processes and result.isolation.user is not None
     assert result.seconds < 8
+    assert of_uid(result.isolation.user) == []  # not one fork left alive
 
 
 async def test_memory_is_limited_across_forked_children() -> None:
@@ -257,4 +284,8 @@ async def test_killing_the_parent_or_everything_harms_no_one() -> None:
                 "print('attacker done')\n")
     first, second = await asyncio.gather(sandbox.run(victim), sandbox.run(attacker))
     assert confined(first).ok and first.stdout == "alive\n"
-    assert confined(second).exit_code in (0, -9)
+    # Its parent and PID 1 (the same process: the run's own init, root's) refused it
+    # (EPERM); kill(-1) found nothing it may signal (ESRCH): it sees no other process.
+    lines = confined(second).stdout.splitlines()
+    assert second.ok and lines == ["refused 1 1", "refused 1 1", "refused -1 3",
+                                   "attacker done"], second
