@@ -28,9 +28,9 @@ def list_command(as_json: bool) -> None:
     """Name, description, package and version of every critic.
 
     With --json, stdout is a JSON array with one object per critic, sorted by name:
-    ``name``, ``description`` (null when the plugin fails to load), ``package``,
-    ``version`` and ``target`` (the factory, ``module:attribute``). Warnings (a plugin
-    that fails to load, a name two packages claim) still go to stderr.
+    name, description (null when the plugin fails to load), package, version and target
+    (the factory, module:attribute). Warnings (a plugin that fails to load, a name two
+    packages claim) still go to stderr.
     """
     plugins, clashes = discover()
     rows: list[dict[str, Any]] = []

@@ -146,7 +146,8 @@ def _ollama(spec: str, base_url: str | None, api_key: str | None) -> ChatModel:
     name = spec.partition(":")[2]
     if not name:
         raise ConfigError(f"model {spec!r} names no model; write e.g. 'ollama:qwen2.5'")
-    return OpenAIChat(name, base_url=base_url or _ollama_url(), api_key=api_key)
+    # An explicit placeholder: OpenAIChat would otherwise send $OPENAI_API_KEY.
+    return OpenAIChat(name, base_url=base_url or _ollama_url(), api_key=api_key or "ollama")
 
 
 def _ollama_url() -> str:
