@@ -33,14 +33,16 @@ import os
 import shutil
 import subprocess
 import threading
+from collections.abc import Mapping
 
-__all__ = ["args_fd", "bwrap_options", "bwrap_path", "prepare_etc", "probe", "python_dirs"]
+__all__ = ["args_fd", "bwrap_options", "bwrap_path", "input_args", "prepare_etc", "probe",
+           "python_dirs"]
 
 _ETC = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "passwd", "group",
         "nsswitch.conf", "host.conf", "hosts", "mime.types")
 _ROOT_DIRS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
 IN = "/.redline-in"
-"""Where the run directory prepared by redline is seen (read-only) inside."""
+"""Where the run's input files are inside (copied there by bwrap; root's alone)."""
 LIB = "/.redline-lib"
 """Where the sandbox's bootstrap is seen inside."""
 
@@ -147,23 +149,54 @@ def bwrap_options(python: str, lib_dir: str, etc_dir: str, disk_bytes: int,
     return tuple(args)
 
 
-def args_fd(options: tuple[str, ...], run_dir: str) -> int:
+def args_fd(options: tuple[str, ...], extra: list[str]) -> int:
     """A file descriptor holding the options for one run (``--args FD``), read from
     the start; the caller closes it once bwrap has started."""
-    args = [*options, "--ro-bind", run_dir, IN, "--remount-ro", "/"]
-    data = b"".join(a.encode() + b"\0" for a in args)
+    data = b"".join(a.encode() + b"\0" for a in (*options, *extra, "--remount-ro", "/"))
+    return _data_fd(data, "redline-bwrap-args")
+
+
+def input_args(files: Mapping[str, str | bytes]) -> tuple[list[str], list[int]]:
+    """The options that put `files` (relative names, checked) in ``IN`` inside, where
+    only root may read them, and the fds they name (the caller closes them once bwrap
+    has started: bwrap copies each into the run's root and closes its own)."""
+    args = ["--perms", "0700", "--dir", IN]
+    fds: list[int] = []
+    made = {IN}
+    try:
+        for name, content in files.items():
+            path = f"{IN}/{name}"
+            parts = path.split("/")
+            for i in range(3, len(parts)):
+                parent = "/".join(parts[:i])
+                if parent not in made:
+                    made.add(parent)
+                    args += ["--perms", "0700", "--dir", parent]
+            data = content.encode("utf-8") if isinstance(content, str) else content
+            fds.append(_data_fd(data, "redline-input"))
+            args += ["--perms", "0600", "--file", str(fds[-1]), path]
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    return args, fds
+
+
+def _data_fd(data: bytes, name: str) -> int:
     if hasattr(os, "memfd_create"):
-        fd = os.memfd_create("redline-bwrap-args", os.MFD_CLOEXEC)
-        os.write(fd, data)
+        fd = os.memfd_create(name, os.MFD_CLOEXEC)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
         os.lseek(fd, 0, os.SEEK_SET)
         return fd
-    read, write = os.pipe()  # the options are far below a pipe's buffer
+    read, write = os.pipe()  # small data only: the options (far below a pipe's buffer)
     os.write(write, data)
     os.close(write)
     return read
 
 
-def probe(python: str, base: str, lib_dir: str, etc_dir: str) -> tuple[str | None, str]:
+def probe(python: str, lib_dir: str, etc_dir: str) -> tuple[str | None, str]:
     """Whether bubblewrap works here for `python`: (its path or None, why not).
 
     Asked once per interpreter and user in this process (every sandbox shares the
@@ -172,11 +205,11 @@ def probe(python: str, base: str, lib_dir: str, etc_dir: str) -> tuple[str | Non
     key = (python, bwrap_path() or "", os.geteuid() == 0)
     with _probe_lock:
         if key not in _probes:
-            _probes[key] = _probe(python, base, lib_dir, etc_dir)
+            _probes[key] = _probe(python, lib_dir, etc_dir)
         return _probes[key]
 
 
-def _probe(python: str, base: str, lib_dir: str, etc_dir: str) -> tuple[str | None, str]:
+def _probe(python: str, lib_dir: str, etc_dir: str) -> tuple[str | None, str]:
     path = bwrap_path()
     if path is None:
         return None, ("bubblewrap: bwrap is not installed (apt-get install bubblewrap); "
@@ -184,7 +217,7 @@ def _probe(python: str, base: str, lib_dir: str, etc_dir: str) -> tuple[str | No
     fd = None
     try:
         options = bwrap_options(python, lib_dir, etc_dir, 1 << 20, os.geteuid() == 0)
-        fd = args_fd(options, base)
+        fd = args_fd(options, [])
         done = subprocess.run([path, "--args", str(fd), "--", python, "-I", "-c", "pass"],
                               capture_output=True, text=True, timeout=60, pass_fds=(fd,))
         if done.returncode == 0:

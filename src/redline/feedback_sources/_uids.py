@@ -4,9 +4,11 @@ As root the sandbox runs each program under an unprivileged uid of its own, so t
 the process limit counts that run alone and a sweep of the uid ends everything the run
 left. Two redline processes (two CLI runs, two batch workers) must then never hold the
 same uid: each uid has a lock file in one host-wide directory, and a run holds an
-exclusive ``flock`` on it from before its program starts until after the sweep that
-follows it. A uid is only ever swept by its holder: on taking it (leftovers of a holder
-that died) and after every run.
+exclusive ``flock`` on it from before its program starts until none of the run's
+processes is left. A uid is only ever swept by its holder: on taking it (leftovers of
+a holder that died mid-run, which left "busy" in the file) and after every run that
+may have left processes (all but a bubblewrap run that ended by itself: its PID
+namespace's init ended and reaped them all before it exited).
 """
 
 from __future__ import annotations
@@ -77,8 +79,9 @@ class UidLease:
                 continue
             self.uid, self._fd = uid, fd
             # A holder that died before its closing sweep left "busy" in the file: its
-            # processes may still run, and are ours to end now.
-            if os.pread(fd, 4, 0) != b"free":
+            # processes may still run, and are ours to end now. ("free": released
+            # clean; empty: a uid never used since the lock directory was made.)
+            if os.pread(fd, 4, 0) == b"busy":
                 kill_uid(uid)
             os.pwrite(fd, b"busy", 0)
             return uid

@@ -58,7 +58,6 @@ from pydantic import BaseModel, ConfigDict
 
 from redline.errors import ConfigError, FeedbackSourceError
 from redline.feedback_sources import _bwrap, _runfiles
-from redline.feedback_sources._runfiles import cleanup, final_record, tail, write_files
 from redline.feedback_sources._uids import UidLease
 
 __all__ = ["Isolation", "Limit", "Sandbox", "SandboxJob", "SandboxResult",
@@ -314,7 +313,7 @@ class Sandbox:
             path, note = None, ""
             if self.backend != "namespaces" and sys.platform.startswith("linux"):
                 base = self._base_dir()
-                path, note = _bwrap.probe(self.python, base, os.path.join(base, "lib"),
+                path, note = _bwrap.probe(self.python, os.path.join(base, "lib"),
                                           os.path.join(base, "etc"))
             if path is None and self.backend == "bubblewrap":
                 raise FeedbackSourceError(f"sandbox: backend 'bubblewrap' asked for: {note}")
@@ -324,32 +323,36 @@ class Sandbox:
 
     async def _run(self, job: SandboxJob, timeout: float, held: list[int]) -> SandboxResult:
         base = self._base_dir()
-        run_dir = tempfile.mkdtemp(prefix="run-", dir=base)
-        control = [f"{run_dir}.{name}" for name in ("out", "err", "status")]
+        files = {_MAIN: job.code, **job.files}
+        _runfiles.check_names(files)
         # As root, a uid of its own, taken under its host-wide lock (non-blocking calls:
         # no thread needed).
         lease = UidLease(self.uid_base) \
             if self._switch_user and self.uid_base is not None else None
         uid = None
+        run_dir = None  # bubblewrap: none on the host, the inputs go in through fds
+        control: list[int] = []  # stdout, stderr, status: files without a name
         ended_clean = False
         try:
             if lease is not None:
                 uid = lease.__enter__()
-            write_files(run_dir, {_MAIN: job.code, **job.files})
+            for _ in range(3):
+                control.append(_runfiles.anonymous_file(base))
+            command = self._command(job, uid, control[2], timeout)
             fds: list[int] = []
             try:
-                for path in control:
-                    fds.append(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL
-                                       | os.O_CLOEXEC, 0o600))
-                command = self._command(job, run_dir, uid, fds[2], timeout)
                 if self._bwrap:
-                    fds.append(_bwrap.args_fd(self._options(), run_dir))
-                    command = [self._bwrap, "--args", str(fds[3]), "--", *command]
+                    inputs, fds = _bwrap.input_args(files)
+                    fds.append(_bwrap.args_fd(self._options(), inputs))
+                    command = [self._bwrap, "--args", str(fds[-1]), "--", *command]
+                else:
+                    run_dir = tempfile.mkdtemp(prefix="run-", dir=base)
+                    _runfiles.write_files(run_dir, files)
                 started = time.perf_counter()
                 proc = await asyncio.create_subprocess_exec(
-                    *command, stdin=asyncio.subprocess.DEVNULL, stdout=fds[0],
-                    stderr=fds[1], pass_fds=(*fds[2:], *job.pass_fds), cwd=run_dir,
-                    env=self._env("/tmp" if self._bwrap else run_dir),
+                    *command, stdin=asyncio.subprocess.DEVNULL, stdout=control[0],
+                    stderr=control[1], pass_fds=(control[2], *fds, *job.pass_fds),
+                    cwd=run_dir or base, env=self._env(run_dir or "/tmp"),
                     start_new_session=True)
             except OSError as exc:
                 raise FeedbackSourceError(
@@ -360,19 +363,18 @@ class Sandbox:
                 _close(held)
             timed_out = await _wait_then_kill_group(proc, timeout)
             elapsed = time.perf_counter() - started
-            # bwrap that ended by itself ended its PID namespace, and every process of
-            # the run with it (the namespace's init waits for them all before it exits):
-            # no sweep is needed. One that was killed leaves that to the kernel, later.
+            # bwrap that ended by itself: the bootstrap, the PID namespace's init, ended
+            # and reaped every process of the run before it exited: no sweep is needed.
+            # One that was killed leaves the namespace's end to the kernel, later.
             ended_clean = bool(self._bwrap) and not timed_out and proc.returncode == 0
             return self._result(proc.returncode, timed_out, elapsed, run_dir, control,
                                 tuple(job.collect))
         finally:
             # Every run, however it ended: nothing of its uid outlives it (a setsid
             # daemon, a fork bomb's last forks), then the uid goes back.
-            if ended_clean:  # the run's inputs alone are left: a few small files
-                cleanup(run_dir, control, None)
-            else:
-                await asyncio.to_thread(cleanup, run_dir, control, uid)
+            if not ended_clean and (uid is not None or run_dir is not None):
+                await asyncio.to_thread(_runfiles.cleanup, run_dir, uid)
+            _close(control)
             if lease is not None:
                 lease.__exit__(None, None, None)
 
@@ -382,7 +384,7 @@ class Sandbox:
                                     os.path.join(base, "etc"), self.disk_bytes,
                                     os.geteuid() == 0)
 
-    def _command(self, job: SandboxJob, run_dir: str, uid: int | None, status_fd: int,
+    def _command(self, job: SandboxJob, uid: int | None, status_fd: int,
                  timeout: float) -> list[str]:
         """The bootstrap's command line (bwrap's options go apart, through an fd)."""
         mode = "bwrap" if self._bwrap else "ns"
@@ -400,11 +402,12 @@ class Sandbox:
         return {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8",
                 "HOME": home, "TMPDIR": home, **self.env}
 
-    def _result(self, exit_code: int | None, timed_out: bool, seconds: float, run_dir: str,
-                control: list[str], collect: tuple[str, ...]) -> SandboxResult:
-        stdout, out_bytes = tail(control[0], self.tail_bytes)
-        stderr, err_bytes = tail(control[1], self.tail_bytes)
-        lines = Path(control[2]).read_text(encoding="utf-8").split("\n")
+    def _result(self, exit_code: int | None, timed_out: bool, seconds: float,
+                run_dir: str | None, control: list[int],
+                collect: tuple[str, ...]) -> SandboxResult:
+        stdout, out_bytes = _runfiles.tail(control[0], self.tail_bytes)
+        stderr, err_bytes = _runfiles.tail(control[1], self.tail_bytes)
+        lines = _runfiles.read_all(control[2]).decode("utf-8", errors="replace").split("\n")
         if not lines[0]:
             why = "timed out" if timed_out else f"exit {exit_code}"
             raise FeedbackSourceError(
@@ -413,11 +416,11 @@ class Sandbox:
         status = ast.literal_eval(lines[0])  # a literal: nothing in it is run
         status["notes"] = tuple(status["notes"]) + \
             ((self._bwrap_note,) if self._bwrap_note else ())
-        final = final_record(lines[1:])
+        final = _runfiles.final_record(lines[1:])
         code = exit_code if exit_code is not None else -signal.SIGKILL
         if final is not None and not timed_out:
             code = os.waitstatus_to_exitcode(final["wait"])
-        files = final["files"] if final is not None else {} if self._bwrap \
+        files = final["files"] if final is not None else {} if run_dir is None \
             else _runfiles.collect(run_dir, collect, self.file_size_bytes)
         return SandboxResult(
             exit_code=code, stdout=stdout, stderr=stderr, stdout_bytes=out_bytes,
