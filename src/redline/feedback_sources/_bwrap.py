@@ -41,6 +41,9 @@ __all__ = ["args_fd", "bwrap_options", "bwrap_path", "input_args", "prepare_etc"
 _ETC = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "passwd", "group",
         "nsswitch.conf", "host.conf", "hosts", "mime.types")
 _ROOT_DIRS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
+_DEVICES = ("null", "zero", "random", "urandom")
+_DEV_LINKS = (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+              ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"))
 IN = "/.redline-in"
 """Where the run's input files are inside (copied there by bwrap; root's alone)."""
 LIB = "/.redline-lib"
@@ -130,7 +133,14 @@ def bwrap_options(python: str, lib_dir: str, etc_dir: str, disk_bytes: int,
         elif os.path.isdir(path):
             args += ["--ro-bind", path, path]
     shm = max(disk_bytes // 8, 1 << 20)
-    args += ["--ro-bind", etc_dir, "/etc", "--proc", "/proc", "--dev", "/dev",
+    # A /dev of the few devices Python uses (bwrap's --dev would bind six and mount
+    # devpts: a pseudo-terminal is no use here, and each mount costs time).
+    args += ["--ro-bind", etc_dir, "/etc", "--proc", "/proc", "--tmpfs", "/dev"]
+    for name in _DEVICES:
+        args += ["--dev-bind", f"/dev/{name}", f"/dev/{name}"]
+    for name, target in _DEV_LINKS:
+        args += ["--symlink", target, f"/dev/{name}"]
+    args += [
              "--perms", "1777", "--size", str(max(disk_bytes - shm, 1 << 20)),
              "--tmpfs", "/tmp",
              "--perms", "1777", "--size", str(shm), "--tmpfs", "/dev/shm"]

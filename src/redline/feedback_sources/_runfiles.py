@@ -51,16 +51,20 @@ def write_files(run_dir: str, files: Mapping[str, str | bytes]) -> None:
         path.write_bytes(data)
 
 
-def anonymous_file(directory: str) -> int:
+def anonymous_file(directory: str, mode: int = 0o600) -> int:
     """A read-write fd of a new file without a name in `directory` (nothing to remove
-    afterwards)."""
+    afterwards), of permissions `mode` (what a reopening through ``/proc/self/fd``,
+    as ``/dev/stdout`` does, is checked against)."""
     if hasattr(os, "O_TMPFILE"):
         try:
-            return os.open(directory, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
+            fd = os.open(directory, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, mode)
+            os.fchmod(fd, mode)  # past the umask
+            return fd
         except OSError:
             pass  # a file system without it
     fd, path = tempfile.mkstemp(dir=directory)
     os.unlink(path)
+    os.fchmod(fd, mode)
     return fd
 
 

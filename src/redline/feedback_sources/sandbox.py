@@ -336,8 +336,10 @@ class Sandbox:
         try:
             if lease is not None:
                 uid = lease.__enter__()
-            for _ in range(3):
-                control.append(_runfiles.anonymous_file(base))
+            # The code may write its output files (as /dev/stdout), not read them; the
+            # status file is the bootstrap's alone.
+            for mode in (0o622, 0o622, 0o600):
+                control.append(_runfiles.anonymous_file(base, mode))
             command = self._command(job, uid, control[2], timeout)
             fds: list[int] = []
             try:
