@@ -14,13 +14,14 @@ holds) as it goes, so what finished is known even if the run is killed.
 import ast
 import builtins
 import functools
-import inspect
 import itertools
 import re
 import signal
 import sys
-import traceback
 import types
+
+# inspect and traceback are imported where needed (tests that are functions, failures):
+# each import is milliseconds of every run's start.
 
 HARNESS = "main.py"
 
@@ -211,6 +212,8 @@ def describe(exc, limit=2000):
         return f"did not run: {exc}"
     if isinstance(exc, _Timeout):
         return f"timed out after {PLAN['test_timeout']:g} s (an infinite loop?)"
+    import traceback
+
     te = traceback.TracebackException.from_exception(exc, limit=30)
     te.stack = traceback.StackSummary.from_list(
         [f for f in te.stack if f.filename != HARNESS])
@@ -247,6 +250,8 @@ def run_statement(name, node, ns):
     try:
         timed(exec, compile_node(node), ns)
     except BaseException as exc:  # any failure of the test is its outcome
+        import traceback
+
         frames = [f for f in traceback.extract_tb(exc.__traceback__)
                   if f.filename != HARNESS]
         if isinstance(exc, AssertionError) and len(frames) == 1:
@@ -282,6 +287,8 @@ def cases(fn):
 
 
 def call(fn):
+    import inspect
+
     result = fn()
     if inspect.isawaitable(result):
         import asyncio
@@ -290,6 +297,8 @@ def call(fn):
 
 
 def run_function(name, fn):
+    import inspect
+
     for suffix, kwargs in cases(fn):
         missing = [p for p in inspect.signature(fn).parameters if p not in kwargs]
         if missing:

@@ -17,8 +17,9 @@ import builtins
 import io
 import signal
 import sys
-import traceback
 import types
+
+# traceback is imported on a failure only: an import is milliseconds of every start.
 
 with open("server.json", encoding="utf-8") as _f:
     CONFIG = json.loads(_f.read())  # noqa: F821 (json comes with _wire.py's source)
@@ -42,6 +43,8 @@ def ref(value):
 
 def describe(exc):
     """The traceback from the code's frames on, trimmed to its end."""
+    import traceback
+
     te = traceback.TracebackException.from_exception(exc, limit=30)
     te.stack = traceback.StackSummary.from_list(
         [f for f in te.stack if f.filename != "main.py"])
@@ -141,6 +144,8 @@ def load():
     try:
         code = compile(source, "solution.py", "exec")
     except (SyntaxError, ValueError) as exc:
+        import traceback
+
         return {"load": "syntax",
                 "detail": "".join(traceback.format_exception_only(exc)).strip()}, None
     module = types.ModuleType("solution")

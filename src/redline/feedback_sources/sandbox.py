@@ -44,6 +44,7 @@ import os
 import py_compile
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -59,6 +60,9 @@ from pydantic import BaseModel, ConfigDict
 from redline.errors import ConfigError, FeedbackSourceError
 from redline.feedback_sources import _bwrap, _runfiles
 from redline.feedback_sources._uids import UidLease
+from redline.feedback_sources._waits import wait_bwrap, wait_then_kill_group
+
+_wait_then_kill_group = wait_then_kill_group  # the name commands.py imports
 
 __all__ = ["Isolation", "Limit", "Sandbox", "SandboxJob", "SandboxResult",
            "default_sandbox"]
@@ -332,6 +336,7 @@ class Sandbox:
         uid = None
         run_dir = None  # bubblewrap: none on the host, the inputs go in through fds
         control: list[int] = []  # stdout, stderr, status: files without a name
+        done: list[int] = []  # bubblewrap: a pipe its bootstrap says "1" on at the end
         ended_clean = False
         try:
             if lease is not None:
@@ -340,22 +345,29 @@ class Sandbox:
             # status file is the bootstrap's alone.
             for mode in (0o622, 0o622, 0o600):
                 control.append(_runfiles.anonymous_file(base, mode))
-            command = self._command(job, uid, control[2], timeout)
             fds: list[int] = []
             try:
                 if self._bwrap:
+                    done[:] = os.pipe()
+                command = self._command(job, uid, control[2], timeout,
+                                        done[1] if done else None)
+                if self._bwrap:
                     inputs, fds = _bwrap.input_args(files)
+                    fds.append(done.pop())
                     fds.append(_bwrap.args_fd(self._options(), inputs))
                     command = [self._bwrap, "--args", str(fds[-1]), "--", *command]
                 else:
                     run_dir = tempfile.mkdtemp(prefix="run-", dir=base)
                     _runfiles.write_files(run_dir, files)
                 started = time.perf_counter()
-                proc = await asyncio.create_subprocess_exec(
-                    *command, stdin=asyncio.subprocess.DEVNULL, stdout=control[0],
-                    stderr=control[1], pass_fds=(control[2], *fds, *job.pass_fds),
-                    cwd=run_dir or base, env=self._env(run_dir or "/tmp"),
-                    start_new_session=True)
+                spawn = dict(stdin=subprocess.DEVNULL, stdout=control[0], stderr=control[1],
+                             pass_fds=(control[2], *fds, *job.pass_fds), cwd=run_dir or base,
+                             env=self._env(run_dir or "/tmp"), start_new_session=True)
+                # bwrap is waited for through a pidfd (no watcher thread); the fallback
+                # through asyncio, as commands are.
+                proc: subprocess.Popen[bytes] | asyncio.subprocess.Process = \
+                    subprocess.Popen(command, **spawn) if done else \
+                    await asyncio.create_subprocess_exec(*command, **spawn)
             except OSError as exc:
                 raise FeedbackSourceError(
                     f"sandbox: cannot start Python {self.python!r}: {exc.strerror or exc}"
@@ -363,12 +375,14 @@ class Sandbox:
             finally:
                 _close(fds)
                 _close(held)
-            timed_out = await _wait_then_kill_group(proc, timeout)
+            if isinstance(proc, subprocess.Popen):
+                # The bootstrap, the PID namespace's init, says "1" once it has ended and
+                # reaped every process of the run: no sweep is needed then, nor a wait
+                # for bwrap to tear the namespaces down (it is reaped in the background).
+                timed_out, ended_clean = await wait_bwrap(proc, done[0], timeout)
+            else:
+                timed_out = await wait_then_kill_group(proc, timeout)
             elapsed = time.perf_counter() - started
-            # bwrap that ended by itself: the bootstrap, the PID namespace's init, ended
-            # and reaped every process of the run before it exited: no sweep is needed.
-            # One that was killed leaves the namespace's end to the kernel, later.
-            ended_clean = bool(self._bwrap) and not timed_out and proc.returncode == 0
             return self._result(proc.returncode, timed_out, elapsed, run_dir, control,
                                 tuple(job.collect))
         finally:
@@ -377,6 +391,7 @@ class Sandbox:
             if not ended_clean and (uid is not None or run_dir is not None):
                 await asyncio.to_thread(_runfiles.cleanup, run_dir, uid)
             _close(control)
+            _close(done)
             if lease is not None:
                 lease.__exit__(None, None, None)
 
@@ -386,8 +401,8 @@ class Sandbox:
                                     os.path.join(base, "etc"), self.disk_bytes,
                                     os.geteuid() == 0)
 
-    def _command(self, job: SandboxJob, uid: int | None, status_fd: int,
-                 timeout: float) -> list[str]:
+    def _command(self, job: SandboxJob, uid: int | None, status_fd: int, timeout: float,
+                 done_fd: int | None) -> list[str]:
         """The bootstrap's command line (bwrap's options go apart, through an fd)."""
         mode = "bwrap" if self._bwrap else "ns"
         inside_lib = _bwrap.LIB if self._bwrap else os.path.join(self._base_dir(), "lib")
@@ -397,7 +412,7 @@ class Sandbox:
                 str(self.cpu_seconds or math.ceil(timeout) + 1),
                 str(self.memory_bytes or 0), str(self.file_size_bytes),
                 str(self.max_processes), ",".join(str(fd) for fd in job.pass_fds),
-                "\n".join(job.collect)]
+                "\n".join(job.collect), "" if done_fd is None else str(done_fd)]
         return [self.python, "-I", "-X", "utf8", "-c", boot, *args]
 
     def _env(self, home: str) -> dict[str, str]:
@@ -465,26 +480,3 @@ def _cpu_count() -> int:
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0)) or 1
     return os.cpu_count() or 1
-
-
-async def _wait_then_kill_group(proc: asyncio.subprocess.Process, timeout: float) -> bool:
-    """Wait for `proc` up to `timeout` seconds, then kill its whole process group.
-
-    Whatever happens (exit, timeout, cancellation), nothing of the group outlives the
-    call. Returns whether the timeout was hit.
-    """
-    try:
-        await asyncio.wait_for(proc.wait(), timeout)
-        return False
-    except TimeoutError:
-        return True
-    finally:
-        _kill_group(proc.pid)
-        await proc.wait()
-
-
-def _kill_group(pgid: int) -> None:
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
