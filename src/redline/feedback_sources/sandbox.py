@@ -1,6 +1,6 @@
 """A Python sandbox for untrusted, model-written code.
 
-Each run is a child ``python -I`` in a run directory of its own, with a scrubbed
+Each run is a child ``python -I`` in a working directory of its own, with a scrubbed
 environment, limits for the run as a whole, a wall-clock timeout that kills it, and no
 network. What was and was not isolated is reported in every result (`Isolation`, whose
 ``backend`` names the mechanism), never assumed.
@@ -10,21 +10,27 @@ Two backends (``Sandbox(backend=...)``; the default takes the first that works):
 - ``bubblewrap`` (``bwrap``, see ``_bwrap.py``): new PID, network, IPC, UTS and mount
   namespaces in one call; a fresh ``/proc`` showing the run's processes only (no other
   process's command line or environment is readable); a read-only root of ``/usr``,
-  ``/lib*``, a few files of ``/etc`` and the interpreter's own directories (not the
-  home directory they may live in); a writable ``/tmp`` (the cwd) and ``/dev/shm`` that
-  are size-limited tmpfs mounts (``disk_bytes`` for the run as a whole); every process
-  of the run ends with its first one, and with redline (``--die-with-parent``).
+  ``/lib*``, a copy of a few files of ``/etc`` and the interpreter's own directories
+  (not the home directory they may live in); a writable ``/tmp`` (the cwd, where the
+  input files are copied) and ``/dev/shm`` that are size-limited tmpfs mounts
+  (``disk_bytes`` for the run as a whole). The bootstrap is the namespace's PID 1: when
+  the code's process exits it ends and reaps every other, then says so on a pipe, so
+  that nothing of the run outlives the result; and the run ends with redline
+  (``--die-with-parent``). Nothing of it is on the host's disk: inputs go in through
+  file descriptors, output comes back in files without a name.
 - ``namespaces`` (when bwrap is missing or fails): network and mount namespaces made
-  through ``ctypes``; the run directory over ``/tmp`` and ``/dev/shm``; as root, ``/proc``
-  remounted with ``hidepid=2``. No PID namespace, and disk limited per file only.
+  through ``ctypes``; a run directory on the host over ``/tmp`` and ``/dev/shm``; as
+  root, ``/proc`` remounted with ``hidepid=2``. No PID namespace, and disk limited per
+  file only.
 
 Run as root, the code runs under an unprivileged uid of its own (``uid_base`` and up),
 taken under a host-wide lock held for the whole run (``_uids.py``), so that two redline
-processes never share one, the process limit counts the run alone, and a sweep of the
-uid after every run ends whatever it left. Memory is limited per run as ``memory_bytes``
-of address space split over ``max_processes`` processes (each gets its share, so the
-total holds); output is capped by the file-size limit. See ``_sandbox_child.py`` for the
-child's side.
+processes never share one and the process limit counts the run alone; a sweep of the
+uid ends whatever a run left when it may have left something (the fallback's runs, and
+bubblewrap's that timed out or were cancelled). Memory is limited per run as
+``memory_bytes`` of address space split over ``max_processes`` processes (each gets its
+share, so the total holds); output is capped by the file-size limit. See
+``_sandbox_child.py`` for the child's side, ``_waits.py`` for the waiting.
 
 ```python
 sandbox = Sandbox(timeout=5)
