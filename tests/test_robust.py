@@ -186,10 +186,11 @@ async def test_usage_seconds_never_exceeds_max_seconds() -> None:
     over = []
     count = iter(range(10**6))
     for i in range(10):
-        model = ScriptedChat(handler=lambda m: f"answer {next(count)}", delay=0.02 * (i % 5))
+        model = ScriptedChat(handler=lambda m: f"answer {next(count)}",
+                             delay=0.005 + 0.02 * (i % 5))
         result = await redline.arefine(
-            "Q", model=model, critics=[lambda t: 0.1], patience=99,
-            budget=Budget(max_rounds=500, max_seconds=0.5))
+            "Q", model=model, critics=[lambda t: 0.1], patience=10**6,
+            budget=Budget(max_rounds=10**6, max_seconds=0.5))
         assert result.stop_reason is StopReason.budget and result.budget_limit == "max_seconds"
         over.append(result.usage.seconds - 0.5)
     assert max(over) <= 0, over
@@ -300,3 +301,21 @@ async def test_the_result_document_is_versioned_and_reads_back() -> None:
     assert redline.RefineResult.from_document(doc) == result
     with pytest.raises(ValueError, match="schema version"):
         redline.RefineResult.from_document({**doc, "schema_version": 99})
+
+
+# --- the library meets users where they are ----------------------------------------------
+
+
+def test_refine_without_a_model_uses_the_configured_environment(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from redline.testing import OpenAICompatServer
+
+    with OpenAICompatServer(["the answer"]) as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+        monkeypatch.delenv("REDLINE_MODEL", raising=False)
+        result = redline.refine("Q", critics=[lambda t: 1.0])
+        assert result.text == "the answer"
+        # A model string resolves too (the same server, named explicitly).
+        again = redline.refine("Q", model="vllm:test-model", critics=[lambda t: 1.0])
+        assert again.text.startswith("echo:")

@@ -61,10 +61,12 @@ DEFAULT_FILE_TASK = "Improve the following text. Keep its meaning, fix its error
 @click.option("--model", envvar="REDLINE_MODEL", metavar="NAME",
               help="Model name on the server, or provider:name (openai:gpt-4o-mini, "
                    "ollama:qwen2.5, local).  [env: REDLINE_MODEL]")
-@click.option("--base-url", envvar="OPENAI_BASE_URL", metavar="URL",
+# No envvar= on --base-url / --api-key: resolve_model reads OPENAI_BASE_URL and
+# OPENAI_API_KEY itself, and only for providers that use them (never for ollama:).
+@click.option("--base-url", metavar="URL",
               help="An OpenAI-compatible server (vLLM, Ollama, llama.cpp).  "
                    "[env: OPENAI_BASE_URL]")
-@click.option("--api-key", envvar="OPENAI_API_KEY", metavar="KEY",
+@click.option("--api-key", metavar="KEY",
               help="API key; prefer the environment or --api-key-file (a command line is "
                    "visible to every process on the host).  [env: OPENAI_API_KEY]")
 @click.option("--api-key-file", metavar="FILE", help="Read the API key from this file.")
@@ -80,8 +82,7 @@ DEFAULT_FILE_TASK = "Improve the following text. Keep its meaning, fix its error
               help="Write the whole result as a versioned JSON document (settings, every "
                    "round, critique and usage).")
 @click.option("-q", "--quiet", is_flag=True, help="Nothing on stderr but errors.")
-@click.pass_context
-def refine_command(ctx: click.Context, **opts: Any) -> None:
+def refine_command(**opts: Any) -> None:
     """Draft (or take) an answer, critique and revise it, and print the best one.
 
     The task comes from TASK, from stdin, or with -f from a draft file that --task says
@@ -104,7 +105,7 @@ def refine_command(ctx: click.Context, **opts: Any) -> None:
     quiet = opts["quiet"]
     logging.getLogger("redline").setLevel(logging.ERROR if quiet else logging.WARNING)
     try:
-        result, settings = _refine(ctx, opts)
+        result, settings = _refine(opts)
     except ConfigError as exc:
         _die(str(exc), EXIT_USAGE)
     except LLMError as exc:
@@ -138,7 +139,7 @@ def refine_command(ctx: click.Context, **opts: Any) -> None:
     sys.exit(code)
 
 
-def _refine(ctx: click.Context, opts: dict[str, Any]) -> tuple[RefineResult, dict[str, Any]]:
+def _refine(opts: dict[str, Any]) -> tuple[RefineResult, dict[str, Any]]:
     """Check every input, then run; configuration errors raise before any work."""
     task = _read_task(opts)
     if opts["output"] is not None:
@@ -147,7 +148,7 @@ def _refine(ctx: click.Context, opts: dict[str, Any]) -> tuple[RefineResult, dic
         check_writable(opts["output"])
     budget = _budget(opts)
     price = _price(opts["price"]) if opts["price"] else None
-    api_key = _api_key(ctx, opts)
+    api_key = _api_key(opts)
     if opts["base_url"]:
         check_base_url(opts["base_url"])
     from redline.plugins import build_critic
@@ -245,11 +246,10 @@ def _read_text(path: str) -> str:
         raise ConfigError(f"cannot read {where}: {exc.strerror or exc}") from None
 
 
-def _api_key(ctx: click.Context, opts: dict[str, Any]) -> str | None:
+def _api_key(opts: dict[str, Any]) -> str | None:
     if opts["api_key_file"] is not None:
         return read_key_file(opts["api_key_file"])
-    source = ctx.get_parameter_source("api_key")
-    if opts["api_key"] and source is click.core.ParameterSource.COMMANDLINE and not opts["quiet"]:
+    if opts["api_key"] and not opts["quiet"]:
         click.echo("redline: warning: --api-key on the command line is visible to every "
                    "process on this host; set OPENAI_API_KEY or use --api-key-file", err=True)
     return opts["api_key"]

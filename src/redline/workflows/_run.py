@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -199,6 +200,8 @@ async def preflight_run(cfg: RefineConfig) -> None:
 
 
 _DEFAULT_MODELS: dict[str, ChatModel] = {}
+_MODEL_ENV = ("REDLINE_MODEL", "REDLINE_MODEL_PATH", "OPENAI_BASE_URL", "OPENAI_API_KEY",
+              "OLLAMA_HOST")
 
 
 def resolve_default(spec: Any) -> ChatModel:
@@ -211,7 +214,8 @@ def resolve_default(spec: Any) -> ChatModel:
 
     if spec is not None and not isinstance(spec, str):
         return resolve_model(spec)
-    key = spec or ""
+    # Keyed by what selects the model, so a changed environment builds a new one.
+    key = "\0".join([spec or "", *(os.environ.get(v, "") for v in _MODEL_ENV)])
     if key not in _DEFAULT_MODELS:
         _DEFAULT_MODELS[key] = resolve_model(spec)
     return _DEFAULT_MODELS[key]
