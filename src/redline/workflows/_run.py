@@ -10,10 +10,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from redline._aio import gather_all
 from redline.agents.reviser import ReviseMode
 from redline.critics.base import Critic
 from redline.critics.panel import Panel
-from redline._aio import gather_all
 from redline.errors import ConfigError, RedlineError
 from redline.llm._base import ChatModel
 from redline.types import Budget, RefineResult, ScoredCandidate, StopReason, Task, Usage

@@ -286,7 +286,8 @@ async def _metered(cfg: RefineConfig, state: RefineState, work: Callable[[], Awa
                      exc_info=not isinstance(exc, RedlineError))
             out = update(None)
             stop = Stop(reason=StopReason.error, detail=f"{node} failed: {what}")
-    out |= {"usage": tally.usage, "elapsed": _elapsed(state, started) - (state.get("elapsed") or 0.0)}
+    before = state.get("elapsed") or 0.0
+    out |= {"usage": tally.usage, "elapsed": _elapsed(state, started) - before}
     if stop:
         out["stop"] = stop
     return out
