@@ -59,8 +59,9 @@ async def acheck_critic(critic: Critic, samples: Iterable[Sample], *,
     It checks that every critique names the critic, has a score in [0, 1] and, when it
     fails (``passed=False``), says why; it warns (`GateWarning`) about a gate that
     can never fail (a pass mark of 0) or that failed none of the samples; that a
-    critic declared ``deterministic`` gives the same verdict twice; that `concurrency` simultaneous calls all succeed (and agree
-    with one-at-a-time calls when deterministic); and that errors are redline
+    critic declared ``deterministic`` gives the same verdict twice; that `concurrency`
+    simultaneous calls all succeed (and agree with one-at-a-time calls when
+    deterministic); and that errors are redline
     exceptions, never bare ``ValueError`` or ``KeyError``.
 
     Args:

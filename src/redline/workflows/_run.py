@@ -137,7 +137,7 @@ async def arefine(
             # A run that ended on an error is tried again from before the failed step.
             snapshot = await _before_the_error(graph, config) or snapshot
             if snapshot.next:
-                config = snapshot.config
+                config = dict(snapshot.config)
         if snapshot.next:
             graph_input = None  # resume the interrupted run from its last checkpoint
             elapsed_before = snapshot.values.get("elapsed") or 0.0
@@ -177,12 +177,13 @@ async def _before_the_error(graph: Any, config: dict[str, Any]) -> Any:
 def interrupted_result(progress: Progress | None, task: Task, threshold: float) -> RefineResult:
     """The result to keep when a run is interrupted: the last `Progress`'s result marked
     ``interrupted`` (an empty one when the run had not made a step yet)."""
-    stop = {"stop_reason": StopReason.interrupted, "stop_detail": "interrupted",
-            "budget_limit": None, "error": None}
     if progress is not None and progress.result is not None:
-        return progress.result.model_copy(update=stop)
+        return progress.result.model_copy(update={
+            "stop_reason": StopReason.interrupted, "stop_detail": "interrupted",
+            "budget_limit": None, "error": None})
     return RefineResult(task=task, best=None, final=None, rounds=[], threshold=threshold,
-                        usage=Usage(), **stop)
+                        usage=Usage(), stop_reason=StopReason.interrupted,
+                        stop_detail="interrupted")
 
 
 async def preflight_run(cfg: RefineConfig) -> None:

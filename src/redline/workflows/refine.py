@@ -18,7 +18,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
@@ -182,7 +182,7 @@ def _graph(cfg: RefineConfig) -> StateGraph:
 
     async def finalize(state: RefineState) -> Update:
         elapsed = _elapsed(state)
-        done = {**state, "elapsed": elapsed}
+        done = cast(RefineState, {**state, "elapsed": elapsed})
         return {"result": result_from_state(done, cfg.threshold),
                 "elapsed": elapsed - (state.get("elapsed") or 0.0)}
 
