@@ -11,7 +11,7 @@ from typing import Any
 
 from redline.errors import ConfigError
 
-__all__ = ["DTYPES", "HUB_ID", "LOAD_ERRORS", "dtype_keyword", "placement"]
+__all__ = ["DTYPES", "HUB_ID", "LOAD_ERRORS", "dtype_keyword", "hub_check", "placement"]
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 """The accepted ``dtype`` arguments."""
@@ -43,3 +43,33 @@ def dtype_keyword(transformers: Any) -> str:
     from packaging.version import Version
 
     return "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
+
+
+def hub_check(source: str, *, what: str) -> None:
+    """Fail at once, without the Hub client's retries, when `source` is a Hub id that is
+    neither in the local cache nor reachable.
+
+    huggingface_hub retries an unreachable Hub for about 20 seconds before it gives up;
+    a model that cannot be had should say so at once. A cached model, or a Hub that
+    answers one quick request, passes (``from_pretrained`` then does its usual work).
+
+    Raises:
+        ConfigError: offline (``HF_HUB_OFFLINE``) and not cached, or the Hub cannot be
+            reached and it is not cached.
+    """
+    import httpx
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(source, "config.json"), str):
+        return
+    hint = "give a local folder (save_pretrained), or download it first"
+    if constants.HF_HUB_OFFLINE:
+        raise ConfigError(f"{what} {source!r} is not in the local Hugging Face cache and "
+                          f"HF_HUB_OFFLINE is set: {hint}")
+    url = f"{constants.ENDPOINT.rstrip('/')}/api/models/{source}"
+    try:
+        httpx.head(url, timeout=5.0, follow_redirects=True)
+    except httpx.HTTPError as exc:
+        raise ConfigError(f"{what} {source!r} is not in the local Hugging Face cache and "
+                          f"the Hub at {constants.ENDPOINT} cannot be reached "
+                          f"({type(exc).__name__}: {exc}): {hint}") from None

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
-from redline._hf import DTYPES, HUB_ID, LOAD_ERRORS, dtype_keyword, placement
+from redline._hf import DTYPES, HUB_ID, LOAD_ERRORS, dtype_keyword, hub_check, placement
 from redline.critics._reward_common import (
     CALIBRATION_FILE,
     Calibration,
@@ -211,6 +211,11 @@ class RewardModelCritic(Critic):
         except ImportError as exc:
             raise MissingDependencyError("RewardModelCritic", "rm") from exc
         where, dtype = placement(torch, self.device, self.dtype)
+        if not self.is_local:
+            try:
+                hub_check(self.source, what="reward model")
+            except ConfigError as exc:
+                raise CriticError(str(exc), critic=self.name) from None
         try:
             config = transformers.AutoConfig.from_pretrained(self.source)
             _check_config(self.source, config)

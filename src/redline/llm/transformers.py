@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
-from redline._hf import DTYPES, HUB_ID, LOAD_ERRORS, dtype_keyword, placement
+from redline._hf import DTYPES, HUB_ID, LOAD_ERRORS, dtype_keyword, hub_check, placement
 from redline.errors import ConfigError, LLMError, MissingDependencyError
 from redline.llm._base import ChatModel, Completion, Message
 from redline.types import Usage
@@ -179,6 +179,8 @@ class TransformersChat(ChatModel):
                 self._tokenizer = self._load_tokenizer(transformers, model.name_or_path)
         else:
             device, dtype = placement(torch, self.device, self.dtype)
+            if not Path(self._source).exists():
+                hub_check(self._source, what="model")
             try:
                 model = transformers.AutoModelForCausalLM.from_pretrained(
                     self._source, **{dtype_keyword(transformers): dtype})
