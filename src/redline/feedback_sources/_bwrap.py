@@ -108,7 +108,7 @@ def prepare_etc(target: str) -> None:
             os.chmod(os.path.join(root, name), 0o644)
 
 
-@functools.cache
+@functools.lru_cache(maxsize=64)
 def bwrap_options(python: str, lib_dir: str, etc_dir: str, disk_bytes: int,
                   as_root: bool) -> tuple[str, ...]:
     """The bwrap options shared by every run of a sandbox (the run directory's bind and
