@@ -6,8 +6,9 @@ the host is readable), no network interface but a down loopback, and a root that
 empty tmpfs holding read-only binds of ``/usr`` (and the ``/bin``, ``/lib*`` links or
 directories), a copy of a few files of ``/etc`` (made once per sandbox), the
 interpreter's own directories (its prefix and ``sys.path``, never the home directory
-they may live in) and the sandbox's bootstrap, then remounted read-only. The only
-writable places are ``/tmp`` (the run's working directory) and ``/dev/shm``:
+they may live in), the sandbox's bootstrap and the run's input files (copied by bwrap
+from file descriptors into a directory only root may enter), then remounted read-only.
+The only writable places are ``/tmp`` (the run's working directory) and ``/dev/shm``:
 size-limited tmpfs mounts, so the disk the run may fill is bounded as a whole.
 ``--die-with-parent`` ends the run if redline dies and ``--new-session`` takes the
 terminal away. The sandbox's bootstrap is the namespace's PID 1 (``--as-pid-1``): it
@@ -15,14 +16,14 @@ reaps the run's processes, and ends and reaps all that are left once the code's 
 process has exited, so that when bwrap exits by itself nothing of the run is alive
 (bwrap's own init would report the exit before the namespace is empty).
 
-The options go to bwrap through a file descriptor (``--args``), not its command line:
-bwrap's own process is PID 1 of the run's namespace, and its command line is readable
-there.
+The options go to bwrap through a file descriptor (``--args``), not its command line,
+which stays short: should bwrap's process be visible in the run (its own init is,
+without ``--as-pid-1``), nothing of the host's paths is readable there.
 
 As root, bwrap runs privileged (no user namespace) and keeps only ``CAP_SETUID``,
-``CAP_SETGID`` and ``CAP_KILL`` for the bootstrap, which switches to the run's own uid before any
-untrusted code runs; otherwise bwrap makes a user namespace and the run keeps the
-caller's uid.
+``CAP_SETGID`` and ``CAP_KILL`` for the bootstrap, which switches to the run's own uid
+(losing them all) before any untrusted code runs; otherwise bwrap makes a user
+namespace and the run keeps the caller's uid.
 """
 
 from __future__ import annotations
@@ -111,7 +112,7 @@ def prepare_etc(target: str) -> None:
 @functools.lru_cache(maxsize=64)
 def bwrap_options(python: str, lib_dir: str, etc_dir: str, disk_bytes: int,
                   as_root: bool) -> tuple[str, ...]:
-    """The bwrap options shared by every run of a sandbox (the run directory's bind and
+    """The bwrap options shared by every run of a sandbox (the input files' options and
     the command follow them)."""
     if as_root:
         # Privileged mode: no user namespace (the bootstrap's uid switch needs the real

@@ -11,8 +11,8 @@ else in the child and must not import redline. What it applied is reported (neve
 faked) as a Python literal line on the status fd before the untrusted code starts.
 
 MODE ``bwrap``: bubblewrap made the namespaces and the filesystem (see ``_bwrap.py``).
-This process, PID 1 of the run's PID namespace, copies the prepared run directory into
-its working directory (a size-limited tmpfs) and forks: the child switches to the run's
+This process, PID 1 of the run's PID namespace, copies the input files
+(``/.redline-in``) into its working directory (a size-limited tmpfs) and forks: the child switches to the run's
 uid (as root), sets the limits and runs the code; the parent, which the code cannot
 signal (it stays root, or is the user namespace's), reaps every process of the run
 until the code's ends, kills and reaps the rest, and writes the code's wait status and
