@@ -15,10 +15,9 @@ This process, PID 1 of the run's PID namespace, copies the input files
 (``/.redline-in``) into its working directory (a size-limited tmpfs) and forks: the
 child switches to the run's uid (as root), sets the limits and runs the code; the
 parent, which the code cannot signal (it stays root, or is the user namespace's),
-reaps every process of the run
-until the code's ends, kills and reaps the rest, and writes the code's wait status and
-the files asked for as a second literal line. When it exits, nothing of the run is
-left.
+reaps every process of the run until the code's ends, kills and reaps the rest, and
+writes the code's wait status and the files asked for as a second literal line, then
+"1" on the DONE pipe. When it exits, nothing of the run is left.
 
 MODE ``ns`` (no bubblewrap): the namespaces by hand, through ``ctypes``:
 
