@@ -17,7 +17,9 @@ with as many at once as there are CPUs — bare through a thread pool of that si
 redline through the sandbox's own parallel limit (its default, the CPU count) — in runs
 per second, best of the repeats (the ratio is bare / redline, so that above 1 means
 slower for both measures). Last, the latency of a `PythonTestsCritic` critique with 4
-tests (harness and candidate in two sandboxes joined by pipes), for scale.
+tests (harness and candidate in two sandboxes joined by pipes), for scale, and the CPU
+time per run of each side (every process's, the sandbox's host side included), which a
+busy machine's wall-clock ratio tends to.
 
     python bench/sandbox.py --runs 200 --repeats 5
 """
@@ -28,6 +30,7 @@ import argparse
 import asyncio
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -95,6 +98,27 @@ async def throughput(sandbox: Sandbox, runs: int) -> tuple[float, float]:
     return bare, ours
 
 
+def _cpu_seconds() -> float:
+    """CPU time of this process and of its children waited for, user and system."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), \
+        resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+async def cpu_cost(sandbox: Sandbox, runs: int) -> tuple[float, float]:
+    """CPU seconds per run of the bare call and of the sandbox (all their processes, and
+    this one's work for them): what a busy machine's wall clock tends to."""
+    started = _cpu_seconds()
+    for _ in range(runs):
+        bare_run()
+    bare = _cpu_seconds() - started
+    started = _cpu_seconds()
+    for _ in range(runs):
+        await sandbox.run(CODE)
+    await asyncio.sleep(0.5)  # the last bwrap is reaped in the background
+    return bare / runs, (_cpu_seconds() - started) / runs
+
+
 async def critic_latency(sandbox: Sandbox, runs: int) -> float:
     """Median seconds of one `PythonTestsCritic` critique (4 tests) on the sandbox."""
     critic = PythonTestsCritic(TESTS, sandbox=sandbox)
@@ -123,6 +147,7 @@ async def measure(sandbox: Sandbox, runs: int, repeats: int) -> tuple[float, flo
     lat = [await latency(sandbox, runs // 4) for _ in range(repeats)]
     put = [await throughput(sandbox, runs) for _ in range(repeats)]
     critic_ms = await critic_latency(sandbox, runs // 4) * 1e3
+    bare_cpu, ours_cpu = await cpu_cost(sandbox, runs // 4)
 
     bare_ms = statistics.median(statistics.median(b) for b, _ in lat) * 1e3
     ours_ms = statistics.median(statistics.median(o) for _, o in lat) * 1e3
@@ -147,6 +172,8 @@ async def measure(sandbox: Sandbox, runs: int, repeats: int) -> tuple[float, flo
           f"**{ours_p10 / bare_p10:.2f}** |")
     print(f"| runs per second, {sandbox.max_parallel} at once | {bare_rps:.1f} | "
           f"{ours_rps:.1f} | **{bare_rps / ours_rps:.2f}** |")
+    print(f"| CPU ms per run (all processes) | {bare_cpu * 1e3:.1f} | {ours_cpu * 1e3:.1f} | "
+          f"**{ours_cpu / bare_cpu:.2f}** |")
     print(f"\n`PythonTestsCritic` with 4 tests (harness and candidate, two sandboxes): "
           f"{critic_ms:.1f} ms per candidate (median)")
     return ours_ms / bare_ms, bare_rps / ours_rps
