@@ -152,7 +152,7 @@ def test_refine_with_the_rm_critic_stops_at_the_threshold(model_dir: Path) -> No
                      "--rm-device", "cpu", "--rm-batch-size", "2", "-t", "0.9", "--json",
                      "-q")
     assert result.exit_code == 0, result.output
-    run_result = RefineResult.model_validate_json(result.output[result.output.index("{"):])
+    run_result = RefineResult.from_document(json.loads(result.output[result.output.index("{"):]))
     assert run_result.text == second and run_result.stop_reason.value == "threshold"
     draft, revised = (r.scored[0].critiques[0] for r in run_result.rounds)
     assert draft.critic == "rm" and draft.score < 0.1 < 0.9 < revised.score
