@@ -287,3 +287,22 @@ def test_the_factory_reads_folders_files_saved_indexes_and_urls(docs: Path,
         build_critic("factcheck")
     with pytest.raises(ConfigError, match="does not exist"):
         build_critic(f"factcheck:{tmp_path / 'nope'}")
+
+
+async def test_an_unreachable_search_service_is_found_by_the_preflight() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    model = ScriptedChat(["never"])
+    checker = FactCheckCritic(HttpSearch(f"http://127.0.0.1:{port}/search"))
+    with pytest.raises(ConfigError, match=f"search service http://127.0.0.1:{port}/search "
+                                          "cannot be reached: ConnectionRefusedError"):
+        await redline.arefine("Q", model=model, critics=[checker])
+    assert model.calls == []
+
+
+async def test_a_reachable_search_service_passes_the_preflight() -> None:
+    from redline.testing import OpenAICompatServer
+
+    with OpenAICompatServer() as server:  # any HTTP answer (here a 404) means reachable
+        await FactCheckCritic(HttpSearch(f"{server.url}/search")).preflight()

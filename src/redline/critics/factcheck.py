@@ -157,6 +157,12 @@ class FactCheckCritic(Critic):
         self.snippet_chars = snippet_chars
         self.json_mode = json_mode
 
+    async def preflight(self) -> None:
+        """Check the search source when it can be checked (`HttpSearch` is asked once)."""
+        check = getattr(self.source, "preflight", None)
+        if check is not None:
+            await check()
+
     async def critique(self, task: Task, candidate: Candidate) -> Critique:
         model = self.model or run_model()
         if model is None:

@@ -134,6 +134,23 @@ class HttpSearch:
                 f"{self._describe(exc)}{hint}") from exc
         return self._hits(response, k)
 
+    async def preflight(self) -> None:
+        """Check once (5 s, no retries) that the service can be reached at all.
+
+        Any HTTP answer passes (a service may refuse an empty query); only a failed
+        connection does not.
+
+        Raises:
+            ConfigError: the service cannot be reached.
+        """
+        try:
+            async with httpx.AsyncClient(timeout=min(5.0, self.timeout),
+                                         headers=self.headers) as client:
+                await client.get(self.url)
+        except httpx.HTTPError as exc:
+            raise ConfigError(f"search service {self.url} cannot be reached: "
+                              f"{type(root_cause(exc)).__name__}: {root_cause(exc)}") from None
+
     async def _request(self, values: dict[str, Any]) -> httpx.Response:
         client = self._loop_client()
         if self.method == "POST":
