@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from redline.critics._reward_common import Calibration
+from redline.critics import Calibration
 from redline.critics.remote_reward import RemoteRewardCritic, remote_rm_critic
 from redline.errors import ConfigError, CriticError, FeedbackSourceError
 from redline.plugins import build_critic

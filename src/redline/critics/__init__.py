@@ -20,7 +20,12 @@ if TYPE_CHECKING:
     from redline.critics.factcheck import FactCheckCritic
     from redline.critics.generated_tests import GeneratedTestsCritic
     from redline.critics.remote_reward import RemoteRewardCritic
-    from redline.critics.reward_model import Calibration, RewardModelCritic, calibrate
+    from redline.critics.reward_model import (
+        Calibration,
+        RewardCritic,
+        RewardModelCritic,
+        calibrate,
+    )
     from redline.critics.schema import SchemaCritic
 
 __all__ = [
@@ -35,6 +40,7 @@ __all__ = [
     "Panel",
     "PythonTestsCritic",
     "RemoteRewardCritic",
+    "RewardCritic",
     "RewardModelCritic",
     "SchemaCritic",
     "calibrate",
@@ -49,6 +55,7 @@ _LAZY = {
     "FactCheckCritic": "factcheck",
     "GeneratedTestsCritic": "generated_tests",
     "RemoteRewardCritic": "remote_reward",
+    "RewardCritic": "reward_model",
     "RewardModelCritic": "reward_model",
     "Calibration": "reward_model",
     "calibrate": "reward_model",

@@ -1,70 +1,173 @@
-"""`RewardModelCritic`: a learned reward model run in this process (GPU when present).
+"""The reward-model critic: best-of-N's scorer, over any reward source.
 
-Any Hugging Face ``AutoModelForSequenceClassification`` checkpoint with one output is a
-reward model here (Skywork-Reward, OpenAssistant's DeBERTa reward models, ...). torch
-and transformers are imported when the model loads, never when this module is imported.
-Concurrent critiques, from one loop or many, are coalesced into batched forward passes
-that run in a worker thread, so the event loop keeps serving the other runs meanwhile.
+A learned reward model gives one raw number per (prompt, answer) pair: higher is
+better, on a scale of its own. `RewardCritic` asks a `RewardSource` for it (a model in
+this process, a vLLM or TEI server, or anything else that implements the protocol),
+keeps it in `Critique.raw`, and maps it to [0, 1] with a `Calibration`. Two thin
+constructors build the shipped sources: `RewardModelCritic` (transformers, in this
+process; the ``rm`` critic) and `RemoteRewardCritic` (served; ``rm-remote``).
 """
 
 from __future__ import annotations
 
-import asyncio
-import importlib.util
-import logging
+import math
 import os
-import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Self
 
-from redline._hf import DTYPES, HUB_ID, LOAD_ERRORS, dtype_keyword, hub_check, placement
-from redline.critics._reward_common import (
-    CALIBRATION_FILE,
-    Calibration,
-    MicroBatcher,
-    Reward,
-    calibrate,
-    reward_critique,
-)
+from redline.critics._calibration import CALIBRATION_FILE, Calibration, calibrate
 from redline.critics.base import Critic
-from redline.errors import ConfigError, CriticError, MissingDependencyError
+from redline.errors import ConfigError, CriticError
+from redline.feedback_sources.rewards import Reward, RewardSource, TransformersRewardModel
 from redline.types import Candidate, Critique, Task
 
-__all__ = ["CALIBRATION_FILE", "Calibration", "RewardModelCritic", "calibrate", "rm_critic"]
+__all__ = ["CALIBRATION_FILE", "Calibration", "RewardCritic", "RewardModelCritic", "calibrate",
+           "rm_critic"]
 
-log = logging.getLogger("redline.critics")
-
-DEFAULT_MAX_LENGTH = 4096
-"""The longest input fed to the model when neither it nor its tokenizer says less."""
-
-
-@dataclass
-class _Encoded:
-    features: dict[str, list[int]]
-    truncated: bool
-    dropped: dict[str, int]
-
-    @property
-    def length(self) -> int:
-        return len(self.features["input_ids"])
+_SCORE_DECIMALS = 4
+"""The score is computed from the reward rounded to this many decimals: in float32 the
+shape of the batch a candidate lands in moves its reward by ~1e-7, and a candidate must
+get the same score whichever batch it was in."""
 
 
-class RewardModelCritic(Critic):
-    """Scores answers with a learned reward model (the best-of-N critic).
+class RewardCritic(Critic):
+    """Scores answers with a reward model: any `RewardSource`, calibrated to [0, 1].
 
-    The task is the user turn and the candidate the assistant turn, rendered with the
-    tokenizer's chat template when it has one, else fed as a text pair (``prompt``,
-    ``answer``). An input longer than ``max_length`` tokens keeps the end of the answer
-    (where a reward model reads its verdict) and the start of the prompt; the critique's
-    evidence says so (``truncated``, ``dropped_tokens``).
+    The task is the prompt and the candidate the answer. The raw reward is kept in
+    `Critique.raw`; the score is ``sigmoid((raw - b) / T)`` with the calibration (see
+    `calibrate`), or ``sigmoid(raw)`` uncalibrated, computed from the reward rounded to
+    4 decimals so the batch a candidate lands in does not change its score. The
+    feedback is one line: a reward model gives no reasons, so the reviser gets those
+    from the other critics of the panel (a judge, tests).
 
-    The raw reward is kept in `Critique.raw`; the score is ``sigmoid((raw - b) / T)``
-    with the model's calibration (see `calibrate`), or ``sigmoid(raw)`` uncalibrated.
-    The score uses the reward rounded to 4 decimals, so the batch a candidate lands in
-    (which moves float32 rewards by ~1e-7) does not change its score; in bfloat16 on a
-    GPU, rewards move by ~1e-2 between batch shapes.
+    Concurrent critiques are batched by the source (one forward pass, one request).
+
+    Example:
+        >>> from redline.feedback_sources.rewards import ServedRewardModel
+        >>> critic = RewardCritic(ServedRewardModel("http://gpu-1:8000/classify"),
+        ...                       calibration="./rm/redline_calibration.json")  # doctest: +SKIP
+
+    Args:
+        source: where the raw rewards come from.
+        name: the critic's name.
+        calibration: the mapping to [0, 1], a `Calibration` or the path of a folder or
+            file holding one (``redline_calibration.json``); None is ``sigmoid(raw)``.
+        gate: make it a gate (see `Critic.gate`).
+        weight: its weight in a panel.
+        deterministic: whether the same answer always gets the same critique; by
+            default what the source says (its ``deterministic`` attribute, else False).
+
+    Raises:
+        ConfigError: a source that has no ``rewards`` method, or a calibration path
+            that holds none.
+    """
+
+    def __init__(self, source: RewardSource, *, name: str = "rm",
+                 calibration: Calibration | str | os.PathLike[str] | None = None,
+                 gate: bool = False, weight: float = 1.0,
+                 deterministic: bool | None = None) -> None:
+        if not isinstance(source, RewardSource):
+            raise ConfigError(f"reward critic {name!r}: {type(source).__name__} is not a "
+                              "reward source (it needs `async def rewards(pairs)`)")
+        self.source = source
+        self.name = name
+        self.calibration = _calibration(calibration)
+        self.gate = gate
+        self.weight = weight
+        self.deterministic = bool(getattr(source, "deterministic", False)) \
+            if deterministic is None else deterministic
+
+    def __repr__(self) -> str:
+        return f"RewardCritic({self.source!r}, name={self.name!r})"
+
+    async def preflight(self) -> None:
+        """Check the source when it can be checked (a local model loads, a server is
+        asked once)."""
+        check = getattr(self.source, "preflight", None)
+        if check is not None:
+            await check()
+
+    async def aclose(self) -> None:
+        """Release the source's connections, when it holds any."""
+        close = getattr(self.source, "aclose", None)
+        if close is not None:
+            await close()
+
+    async def critique(self, task: Task, candidate: Candidate) -> Critique:
+        """Judge one candidate (batched with concurrent callers by the source)."""
+        (critique,) = await self.critique_many(task, [candidate])
+        return critique
+
+    async def critique_many(self, task: Task, candidates: Sequence[Candidate]) -> list[Critique]:
+        """Judge candidates in the source's batches (shared with concurrent callers)."""
+        rewards = await self._rewards([(task.prompt, c.text) for c in candidates])
+        return [self._critique(r) for r in rewards]
+
+    async def rewards(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
+        """The raw rewards of ``(prompt, answer)`` pairs (what `calibrate` fits on)."""
+        return [r.raw for r in await self._rewards(pairs)]
+
+    async def _rewards(self, pairs: Sequence[tuple[str, str]]) -> list[Reward]:
+        if not pairs:
+            return []
+        detailed = getattr(self.source, "detailed_rewards", None)
+        try:
+            if detailed is not None:
+                got: list[Any] = list(await detailed(pairs))
+            else:
+                got = [Reward(raw=float(r)) for r in await self.source.rewards(pairs)]
+        except CriticError as exc:
+            if exc.critic is None:  # a source does not know the critic's name
+                exc.critic = self.name
+            raise
+        except (TypeError, ValueError) as exc:  # float() of something that is not a number
+            raise CriticError(f"reward critic {self.name!r}: the source gave something that "
+                              f"is not a reward ({exc})", critic=self.name) from exc
+        if len(got) != len(pairs):
+            raise CriticError(f"reward critic {self.name!r}: the source gave {len(got)} "
+                              f"rewards for {len(pairs)} answers", critic=self.name)
+        for r in got:
+            if not isinstance(r, Reward) or not math.isfinite(r.raw):
+                raise CriticError(f"reward critic {self.name!r}: the source gave "
+                                  f"{r!r}, not a finite reward", critic=self.name)
+        return got
+
+    def _critique(self, reward: Reward) -> Critique:
+        cal = self.calibration
+        score = cal.score(round(reward.raw, _SCORE_DECIMALS))
+        note = "" if cal.calibrated else ", uncalibrated"
+        feedback = (f"reward model scored {score:.2f} (raw {reward.raw:+.2f}{note}); "
+                    "it gives no reasons, so improve the answer overall")
+        evidence: dict[str, Any] = {"truncated": reward.truncated, "tokens": reward.tokens}
+        if reward.dropped:
+            evidence["dropped_tokens"] = dict(reward.dropped)
+        evidence |= {"calibrated": cal.calibrated, "calibration": cal.model_dump(),
+                     **reward.origin}
+        return Critique(critic=self.name, score=score, raw=reward.raw, feedback=feedback,
+                        evidence=evidence)
+
+
+def _calibration(value: Calibration | str | os.PathLike[str] | None) -> Calibration:
+    if value is None:
+        return Calibration()
+    if isinstance(value, Calibration):
+        return value
+    found = Calibration.load(value)
+    if found is None:
+        raise ConfigError(f"no calibration at {os.fspath(value)!r}: expected "
+                          "redline_calibration.json or a folder holding it")
+    return found
+
+
+class RewardModelCritic(RewardCritic):
+    """A `RewardCritic` over a reward model run in this process (GPU when present).
+
+    ``RewardModelCritic(model, ...)`` is ``RewardCritic(TransformersRewardModel(model,
+    ...))`` with the calibration saved next to a local model (``redline rm calibrate``)
+    used by default. The model loads on the first critique, or in `preflight` (which
+    `arefine` runs before any token is spent: a Hub id that is not in the local cache
+    fails at once). See `TransformersRewardModel` for the input format and truncation;
+    each critique's evidence says ``truncated``, ``tokens`` and ``dropped_tokens``.
 
     Example:
         >>> critic = RewardModelCritic("Skywork/Skywork-Reward-V2-Qwen3-0.6B")  # doctest: +SKIP
@@ -86,306 +189,56 @@ class RewardModelCritic(Critic):
         gate: make it a gate (see `Critic.gate`).
         weight: its weight in a panel.
 
-    Attributes:
-        forward_passes: forward passes run so far (for tests and benchmarks).
-
     Raises:
-        ConfigError: a path that is not a model folder (or a Hub id), a bad setting.
+        ConfigError: a path that is not a model folder (or a Hub id), a bad setting, an
+            unreadable saved calibration.
         MissingDependencyError: torch or transformers is not installed.
     """
 
-    deterministic = True
+    source: TransformersRewardModel
 
     def __init__(self, model: str | os.PathLike[str], *, name: str = "rm",
                  device: str = "auto", dtype: str = "auto", max_length: int | None = None,
                  batch_size: int = 16, max_wait_ms: float = 2.0,
                  calibration: Calibration | None = None, gate: bool = False,
                  weight: float = 1.0) -> None:
-        if dtype not in DTYPES:
-            raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
-        if batch_size < 1 or (max_length is not None and max_length < 8) or max_wait_ms < 0:
-            raise ConfigError(f"reward model {os.fspath(model)!r}: batch_size must be >= 1, "
-                              f"max_length >= 8 and max_wait_ms >= 0 (got {batch_size}, "
-                              f"{max_length}, {max_wait_ms})")
-        for module in ("torch", "transformers"):
-            if importlib.util.find_spec(module) is None:
-                raise MissingDependencyError("RewardModelCritic", "rm")
-        self.source, self.is_local = _check_source(model)
-        self.name = name
-        self.device = device
-        self.dtype = dtype
-        self.max_length = max_length
-        self.batch_size = batch_size
-        self.gate = gate
-        self.weight = weight
-        if calibration is None and self.is_local:
-            calibration = Calibration.load(self.source)
-        self.calibration = calibration or Calibration()
-        self.forward_passes = 0
-        self._lock = threading.Lock()  # one forward at a time; tokenizers are not thread-safe
-        self._loaded = False
-        self._hf_model: Any = None
-        self._tokenizer: Any = None
-        self._torch: Any = None
-        self._chat = False
-        self._pad_id = 0
-        self._where: Any = None
-        self._batcher: MicroBatcher[tuple[str, str], Reward] = MicroBatcher(
-            self._score_in_thread, max_batch=batch_size, max_wait=max_wait_ms / 1000)
+        source = TransformersRewardModel(model, device=device, dtype=dtype,
+                                         max_length=max_length, batch_size=batch_size,
+                                         max_wait_ms=max_wait_ms)
+        if calibration is None and source.is_local:
+            calibration = Calibration.load(source.model)
+        super().__init__(source, name=name, calibration=calibration, gate=gate,
+                         weight=weight)
 
     def __repr__(self) -> str:
-        return f"RewardModelCritic({self.source!r}, name={self.name!r}, device={self.device!r})"
+        return (f"RewardModelCritic({self.source.model!r}, name={self.name!r}, "
+                f"device={self.device!r})")
+
+    @property
+    def device(self) -> str:
+        """The device asked for (``"auto"``, ``"cpu"``, ``"cuda:1"``)."""
+        return self.source.device
+
+    @property
+    def batch_size(self) -> int:
+        """The largest forward pass (1 for a model without a padding token)."""
+        return self.source.batch_size
 
     @property
     def loaded(self) -> bool:
         """Whether the model and tokenizer are in memory."""
-        return self._loaded
+        return self.source.loaded
+
+    @property
+    def forward_passes(self) -> int:
+        """Forward passes run so far (for tests and benchmarks)."""
+        return self.source.forward_passes
 
     def load(self) -> Self:
-        """Load the model and tokenizer now rather than on the first critique (blocking).
-
-        Raises:
-            MissingDependencyError: torch or transformers is not installed.
-            ConfigError: ``device`` is not a torch device.
-            CriticError: the model cannot be loaded, or is not a one-output classifier.
-        """
-        with self._lock:
-            self._load_locked()
+        """Load the model now rather than on the first critique (blocking; see
+        `TransformersRewardModel.load`)."""
+        self.source.load()
         return self
-
-    async def preflight(self) -> None:
-        """Load the model now (in a worker thread), so a model that cannot be found or
-        loaded stops the run before any token is spent.
-
-        A Hub id that is not in the local cache is looked up once, without retries.
-
-        Raises:
-            ConfigError: the model cannot be loaded (the loading error's message).
-        """
-        try:
-            await asyncio.to_thread(self.load)
-        except CriticError as exc:
-            raise ConfigError(str(exc)) from exc
-
-    async def critique(self, task: Task, candidate: Candidate) -> Critique:
-        (critique,) = await self.critique_many(task, [candidate])
-        return critique
-
-    async def critique_many(self, task: Task, candidates: Sequence[Candidate]) -> list[Critique]:
-        """Judge candidates in the model's batches (shared with concurrent callers)."""
-        rewards = await self._batcher.submit_many([(task.prompt, c.text) for c in candidates])
-        return [reward_critique(self.name, r, self.calibration, {"model": self.source})
-                for r in rewards]
-
-    async def rewards(self, items: Sequence[tuple[str, str]]) -> list[float]:
-        """The raw rewards of ``(prompt, answer)`` pairs (what `calibrate` fits on)."""
-        return [r.raw for r in await self._batcher.submit_many(list(items))]
-
-    # -- in the worker thread ------------------------------------------------------
-
-    async def _score_in_thread(self, items: list[tuple[str, str]]) -> list[Reward]:
-        return await asyncio.to_thread(self._score, items)
-
-    def _score(self, items: list[tuple[str, str]]) -> list[Reward]:
-        with self._lock:
-            self._load_locked()
-            encoded = [self._encode(prompt, answer) for prompt, answer in items]
-            # Similar lengths share a forward pass, so little of it is padding.
-            order = sorted(range(len(items)), key=lambda i: encoded[i].length)
-            out: list[Reward | None] = [None] * len(items)
-            for start in range(0, len(order), self.batch_size):
-                chunk = order[start:start + self.batch_size]
-                raws = self._forward([encoded[i].features for i in chunk])
-                for i, raw in zip(chunk, raws, strict=True):
-                    e = encoded[i]
-                    out[i] = Reward(raw=raw, tokens=e.length, truncated=e.truncated,
-                                    dropped=e.dropped)
-        return [r for r in out if r is not None]
-
-    def _load_locked(self) -> None:
-        if self._loaded:
-            return
-        try:
-            import torch
-            import transformers
-        except ImportError as exc:
-            raise MissingDependencyError("RewardModelCritic", "rm") from exc
-        where, dtype = placement(torch, self.device, self.dtype)
-        if not self.is_local:
-            try:
-                hub_check(self.source, what="reward model")
-            except ConfigError as exc:
-                raise CriticError(str(exc), critic=self.name) from None
-        try:
-            config = transformers.AutoConfig.from_pretrained(self.source)
-            _check_config(self.source, config)
-            model, info = transformers.AutoModelForSequenceClassification.from_pretrained(
-                self.source, output_loading_info=True, **{dtype_keyword(transformers): dtype})
-            tokenizer = transformers.AutoTokenizer.from_pretrained(self.source)
-        except _load_errors() as exc:
-            hint = "" if self.is_local else (" (a Hub id is downloaded on first use, which "
-                                             "needs network access; or give a local folder)")
-            raise CriticError(f"could not load the reward model {self.source!r}: "
-                              f"{type(exc).__name__}: {exc}{hint}", critic=self.name) from exc
-        if info.get("missing_keys"):
-            raise CriticError(
-                f"the reward model {self.source!r} lacks weights for "
-                f"{', '.join(sorted(info['missing_keys']))}: its reward head would be random; "
-                "expected a checkpoint saved from a sequence-classification model",
-                critic=self.name)
-        try:
-            model = model.to(where)
-        except (RuntimeError, AssertionError) as exc:  # e.g. "Torch not compiled with CUDA"
-            raise CriticError(f"cannot put the reward model {self.source!r} on device "
-                              f"{str(where)!r}: {exc}", critic=self.name) from exc
-        model.eval()
-        pad = model.config.pad_token_id
-        if pad is None:
-            pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None \
-                else tokenizer.eos_token_id
-        if pad is None:
-            log.warning("reward model %r has no padding token: scoring one answer per "
-                        "forward pass", self.source)
-            self.batch_size = 1
-            pad = 0
-        model.config.pad_token_id = pad  # decoder reward heads read the last non-pad token
-        if getattr(model.config, "use_cache", False):
-            model.config.use_cache = False  # one forward pass: a KV cache is wasted work
-        self._pad_id = pad
-        self._chat = bool(getattr(tokenizer, "chat_template", None))
-        self.max_length = self.max_length or _default_max_length(config, tokenizer)
-        self._hf_model, self._tokenizer, self._torch, self._where = model, tokenizer, torch, where
-        self._loaded = True
-        log.info("reward model %r loaded on %s (%s, %s input)", self.source, where, dtype,
-                 "chat template" if self._chat else "text pair")
-
-    def _tokenize(self, prompt: str, answer: str) -> dict[str, list[int]]:
-        tokenizer = self._tokenizer
-        if self._chat:
-            import jinja2
-
-            try:
-                text = tokenizer.apply_chat_template(
-                    [{"role": "user", "content": prompt},
-                     {"role": "assistant", "content": answer}], tokenize=False)
-            except jinja2.TemplateError as exc:
-                raise CriticError(f"the chat template of {self.source!r} rejected a "
-                                  f"user/assistant conversation: {exc}",
-                                  critic=self.name) from exc
-            enc = tokenizer(str(text), add_special_tokens=False)
-        else:
-            enc = tokenizer(prompt, answer)
-        return {k: list(enc[k]) for k in ("input_ids", "attention_mask", "token_type_ids")
-                if k in enc}
-
-    def _encode(self, prompt: str, answer: str) -> _Encoded:
-        features = self._tokenize(prompt, answer)
-        limit = self.max_length
-        assert limit is not None
-        if len(features["input_ids"]) <= limit:
-            return _Encoded(features, truncated=False, dropped={})
-        p_tokens, a_tokens = self._offsets(prompt), self._offsets(answer)
-        overhead = len(features["input_ids"]) - len(p_tokens) - len(a_tokens)
-        room = limit - overhead
-        if room < 2:
-            raise CriticError(f"reward model {self.source!r}: max_length {limit} leaves no "
-                              f"room for the answer ({overhead} tokens of template)",
-                              critic=self.name)
-        # The answer keeps its end (at least half the room); the prompt keeps its start.
-        keep_a = min(len(a_tokens), max(room - len(p_tokens), room // 2))
-        keep_p = min(len(p_tokens), room - keep_a)
-        for _ in range(8):  # re-tokenising the cut texts can shift a token or two
-            head = prompt[:p_tokens[keep_p - 1][1]] if keep_p else ""
-            tail = answer[a_tokens[len(a_tokens) - keep_a][0]:] if keep_a else ""
-            features = self._tokenize(head, tail)
-            excess = len(features["input_ids"]) - limit
-            if excess <= 0:
-                return _Encoded(features, truncated=True, dropped={
-                    "answer": len(a_tokens) - keep_a, "prompt": len(p_tokens) - keep_p})
-            if keep_p > excess and keep_a <= room // 2:
-                keep_p -= excess
-            else:
-                keep_a = max(0, keep_a - excess)
-        raise CriticError(f"reward model {self.source!r}: could not fit the input into "
-                          f"{limit} tokens", critic=self.name)
-
-    def _offsets(self, text: str) -> list[tuple[int, int]]:
-        """Character spans of the text's tokens (standalone, no special tokens)."""
-        if not text:
-            return []
-        try:
-            enc = self._tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-            return [(int(a), int(b)) for a, b in enc["offset_mapping"]]
-        except NotImplementedError:  # a slow tokenizer: spans from decoding token by token
-            ids = self._tokenizer(text, add_special_tokens=False)["input_ids"]
-            spans, at = [], 0
-            for i in range(len(ids)):
-                end = len(self._tokenizer.decode(ids[:i + 1]))
-                spans.append((at, min(end, len(text))))
-                at = spans[-1][1]
-            return spans
-
-    def _forward(self, batch: list[dict[str, list[int]]]) -> list[float]:
-        torch = self._torch
-        width = max(len(f["input_ids"]) for f in batch)
-        pads = {"input_ids": self._pad_id, "attention_mask": 0,
-                "token_type_ids": getattr(self._tokenizer, "pad_token_type_id", 0)}
-        tensors = {key: torch.tensor([f[key] + [pads[key]] * (width - len(f[key]))
-                                      for f in batch], dtype=torch.long).to(self._where)
-                   for key in batch[0]}
-        try:
-            with torch.inference_mode():
-                logits = self._hf_model(**tensors).logits
-        except (RuntimeError, IndexError, ValueError) as exc:  # out of memory, too long, ...
-            raise CriticError(f"reward model {self.source!r} failed on a batch of "
-                              f"{len(batch)}: {exc}", critic=self.name) from exc
-        self.forward_passes += 1
-        return [float(v) for v in logits[:, 0].float().cpu().tolist()]
-
-
-def _check_source(model: str | os.PathLike[str]) -> tuple[str, bool]:
-    """The model's folder or Hub id, and whether it is a local folder."""
-    text = os.fspath(model)
-    path = Path(text).expanduser()
-    if path.exists():
-        if not (path / "config.json").is_file():
-            raise ConfigError(f"{text!r} is not a reward model folder: expected a directory "
-                              "with config.json (what save_pretrained writes)")
-        return str(path), True
-    looks_local = text.startswith((".", "/", "~")) or "\\" in text
-    if isinstance(model, str) and not looks_local and HUB_ID.fullmatch(text):
-        return text, False
-    raise ConfigError(f"reward model path {text!r} does not exist: give a directory with "
-                      "config.json, or a Hugging Face Hub id such as 'owner/name' (Hub "
-                      "downloads need network access)")
-
-
-def _load_errors() -> tuple[type[BaseException], ...]:
-    """What loading a checkpoint raises: the usual errors, and a corrupt safetensors file."""
-    try:
-        from safetensors import SafetensorError
-    except ImportError:  # pragma: no cover - transformers requires safetensors
-        return LOAD_ERRORS
-    return (*LOAD_ERRORS, SafetensorError)
-
-
-def _check_config(source: str, config: Any) -> None:
-    archs = list(getattr(config, "architectures", None) or [])
-    if archs and not any(a.endswith("ForSequenceClassification") for a in archs):
-        raise CriticError(f"{source!r} is a {archs[0]}, not a reward model: expected an "
-                          "AutoModelForSequenceClassification checkpoint with one output")
-    if getattr(config, "num_labels", 1) != 1:
-        raise CriticError(f"{source!r} has {config.num_labels} outputs; a reward model has "
-                          "one (num_labels=1)")
-
-
-def _default_max_length(config: Any, tokenizer: Any) -> int:
-    limits = [DEFAULT_MAX_LENGTH]
-    for value in (getattr(tokenizer, "model_max_length", None),
-                  getattr(config, "max_position_embeddings", None)):
-        if isinstance(value, int) and 8 <= value < 10**7:
-            limits.append(value)
-    return min(limits)
 
 
 def rm_critic(arg: str | None, *, rm_device: str | None = None,
@@ -393,7 +246,7 @@ def rm_critic(arg: str | None, *, rm_device: str | None = None,
     """A learned reward model (Hugging Face sequence classifier) scores each answer.
 
     Argument: the model, a local folder with config.json or a Hugging Face Hub id (Hub
-    downloads need network access). The model loads on the first critique, on the GPU
+    downloads need network access). The model loads before the run starts, on the GPU
     when there is one; concurrent critiques share batched forward passes. The score is
     calibrated with the redline_calibration.json next to the model (see `redline rm
     calibrate`), else sigmoid(raw reward). --rm-device and --rm-batch-size apply.

@@ -1,9 +1,16 @@
-"""The external tools critics consult: search (and, beside it, sandboxes and commands).
+"""The external tools critics consult: search, reward models, sandboxes and commands.
 
-Heavy dependencies (``bm25s``, ``jsonschema``) load when a source is built, not here.
+Heavy dependencies (``bm25s``, ``jsonschema``, torch and transformers) load when a
+source is built or first used, not here.
 """
 
 from redline.feedback_sources.commands import CommandResult, run_command
+from redline.feedback_sources.rewards import (
+    Reward,
+    RewardSource,
+    ServedRewardModel,
+    TransformersRewardModel,
+)
 from redline.feedback_sources.sandbox import Isolation, Sandbox, SandboxResult
 from redline.feedback_sources.search import (
     BM25Index,
@@ -21,6 +28,11 @@ __all__ = [
     "Hit",
     "HttpSearch",
     "SearchSource",
+    # reward models
+    "Reward",
+    "RewardSource",
+    "ServedRewardModel",
+    "TransformersRewardModel",
     # Python sandbox and commands
     "CommandResult",
     "Isolation",

@@ -1,5 +1,4 @@
-"""What the local and the served reward-model critics share: the calibration that maps a
-raw reward to [0, 1], the micro-batcher that coalesces concurrent calls, and the critique.
+"""The calibration that maps a reward model's raw reward to a score in [0, 1].
 
 The mapping is ``score = sigmoid((raw - b) / T)``. Uncalibrated, ``b = 0`` and
 ``T = 1``: a raw reward of 0 scores 0.5 and +2.2 scores 0.9. Raw scales differ from model
@@ -9,26 +8,19 @@ before trusting a threshold.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import math
 import os
 import statistics
 import tempfile
-import weakref
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Generic, Literal, TypeVar
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from redline._aio import gather_all
 from redline.errors import ConfigError
-from redline.types import Critique
 
-__all__ = ["CALIBRATION_FILE", "Calibration", "MicroBatcher", "Reward", "calibrate",
-           "reward_critique"]
+__all__ = ["CALIBRATION_FILE", "Calibration", "calibrate"]
 
 CALIBRATION_FILE = "redline_calibration.json"
 """The calibration's file name, written next to the model's ``config.json``."""
@@ -237,144 +229,3 @@ def _sigmoid(x: float) -> float:
 
 def _softplus(x: float) -> float:
     return max(x, 0.0) + math.log1p(math.exp(-abs(x)))
-
-
-@dataclass(frozen=True)
-class Reward:
-    """One raw reward and how the input was fed to the model."""
-
-    raw: float
-    tokens: int | None = None
-    truncated: bool | None = None
-    dropped: dict[str, int] = field(default_factory=dict)
-
-
-_SCORE_DECIMALS = 4
-"""The score is computed from the reward rounded to this many decimals: in float32 the
-shape of the batch a candidate lands in moves its reward by ~1e-7, and a candidate must
-get the same score whichever batch it was in."""
-
-
-def reward_critique(name: str, reward: Reward, calibration: Calibration,
-                    evidence: dict[str, object]) -> Critique:
-    """The critique of a reward: the calibrated score, the raw reward, a one-line feedback.
-
-    A reward model gives no reasons; the reviser gets those from the other critics of
-    the panel (a judge, tests), whose feedback it sees alongside this line.
-    """
-    score = calibration.score(round(reward.raw, _SCORE_DECIMALS))
-    note = "" if calibration.calibrated else ", uncalibrated"
-    feedback = (f"reward model scored {score:.2f} (raw {reward.raw:+.2f}{note}); "
-                "it gives no reasons, so improve the answer overall")
-    return Critique(critic=name, score=score, raw=reward.raw, feedback=feedback,
-                    evidence={"truncated": reward.truncated, "tokens": reward.tokens,
-                              **({"dropped_tokens": reward.dropped} if reward.dropped else {}),
-                              "calibrated": calibration.calibrated,
-                              "calibration": calibration.model_dump(), **evidence})
-
-
-ItemT = TypeVar("ItemT")
-ResultT = TypeVar("ResultT")
-
-
-@dataclass
-class _LoopQueue(Generic[ItemT, ResultT]):
-    pending: list[tuple[ItemT, asyncio.Future[ResultT]]] = field(default_factory=list)
-    full: asyncio.Event = field(default_factory=asyncio.Event)
-    drain: asyncio.Task[None] | None = None
-    slots: asyncio.Semaphore | None = None
-    running: set[asyncio.Task[None]] = field(default_factory=set)
-
-
-class MicroBatcher(Generic[ItemT, ResultT]):
-    """Coalesces concurrent submissions into batches for one ``run`` call each.
-
-    When work arrives and nothing waits, it waits up to ``max_wait`` seconds for a full
-    batch (``max_batch`` items), then hands every item pending to ``run``; items arriving
-    while ``concurrency`` batches are in flight queue up and go together in the next
-    one. So N concurrent submissions take about N / max_batch batches, and ``run`` may
-    get more than ``max_batch`` items (it splits them). The queues live on the event
-    loop (one per loop; nothing outlives the work, so no task is left when a loop ends).
-
-    Args:
-        run: scores a list of items, returning one result per item, in order.
-        max_batch: the batch size that is worth waiting for.
-        max_wait: seconds to wait for a full batch when the first item arrives.
-        concurrency: batches in flight at once.
-    """
-
-    def __init__(self, run: Callable[[list[ItemT]], Awaitable[list[ResultT]]], *,
-                 max_batch: int, max_wait: float, concurrency: int = 1) -> None:
-        self.run = run
-        self.max_batch = max_batch
-        self.max_wait = max_wait
-        self.concurrency = concurrency
-        self._queues: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, _LoopQueue[ItemT, ResultT]] = weakref.WeakKeyDictionary()
-
-    async def submit_many(self, items: Sequence[ItemT]) -> list[ResultT]:
-        """Queue items and wait for their results (they may share batches with others)."""
-        if not items:
-            return []
-        loop = asyncio.get_running_loop()
-        queue = self._queues.get(loop)
-        if queue is None:
-            queue = self._queues[loop] = _LoopQueue(slots=asyncio.Semaphore(self.concurrency))
-        futures = [loop.create_future() for _ in items]
-        queue.pending.extend(zip(items, futures, strict=True))
-        if len(queue.pending) >= self.max_batch:
-            queue.full.set()
-        if queue.drain is None or queue.drain.done():
-            queue.drain = loop.create_task(self._drain(queue))
-        return await gather_all(*futures)
-
-    async def _drain(self, queue: _LoopQueue[ItemT, ResultT]) -> None:
-        assert queue.slots is not None
-        loop = asyncio.get_running_loop()
-        while queue.pending:
-            if len(queue.pending) < self.max_batch and self.max_wait > 0:
-                queue.full.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(queue.full.wait(), self.max_wait)
-            await queue.slots.acquire()
-            batch = [(item, f) for item, f in queue.pending if not f.done()]
-            queue.pending.clear()
-            if not batch:
-                queue.slots.release()
-                continue
-            task = loop.create_task(self._run(batch))
-            queue.running.add(task)
-            task.add_done_callback(lambda t: self._finished(loop, queue, t))
-        queue.drain = None
-        self._forget_if_idle(loop, queue)
-
-    def _finished(self, loop: asyncio.AbstractEventLoop, queue: _LoopQueue[ItemT, ResultT],
-                  task: asyncio.Task[None]) -> None:
-        queue.running.discard(task)
-        assert queue.slots is not None
-        queue.slots.release()
-        self._forget_if_idle(loop, queue)
-
-    def _forget_if_idle(self, loop: asyncio.AbstractEventLoop,
-                        queue: _LoopQueue[ItemT, ResultT]) -> None:
-        # An idle queue is dropped: its tasks and primitives refer to the loop, so keeping
-        # it would keep every finished loop (one per `refine()` call) alive.
-        if not queue.pending and not queue.running and queue.drain is None \
-                and self._queues.get(loop) is queue:
-            del self._queues[loop]
-
-    async def _run(self, batch: list[tuple[ItemT, asyncio.Future[ResultT]]]) -> None:
-        try:
-            results = await self.run([item for item, _ in batch])
-        except asyncio.CancelledError:  # the loop is closing: free the callers
-            for _, f in batch:
-                f.cancel()
-            raise
-        except Exception as exc:  # noqa: BLE001 - each caller gets the failure and raises it
-            for _, f in batch:
-                if not f.done():
-                    f.set_exception(exc)
-            return
-        for (_, f), result in zip(batch, results, strict=True):
-            if not f.done():
-                f.set_result(result)
