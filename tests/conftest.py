@@ -7,7 +7,17 @@ from collections.abc import Iterable
 import pytest
 
 from redline.llm import Message
+from redline.prompts import render
 from redline.testing import ScriptedChat
+
+
+def is_judge_call(messages: list[Message]) -> bool:
+    """Whether a conversation is the default LLM judge's (its first try or its re-ask).
+
+    Told by the judge's system prompt as rendered, not by its wording, so that editing
+    the prompt does not reroute the calls.
+    """
+    return messages[0]["content"] == render("judge_system")
 
 
 def answers(*texts: str, judge: Iterable[str] = ()) -> ScriptedChat:
@@ -16,10 +26,7 @@ def answers(*texts: str, judge: Iterable[str] = ()) -> ScriptedChat:
     verdicts = list(judge)
 
     def handler(messages: list[Message]) -> str:
-        if "grade one answer" in messages[0]["content"] or messages[-1]["role"] == "user" \
-                and "could not be used" in messages[-1]["content"]:
-            return verdicts.pop(0)
-        return drafts.pop(0)
+        return verdicts.pop(0) if is_judge_call(messages) else drafts.pop(0)
 
     return ScriptedChat(handler=handler)
 

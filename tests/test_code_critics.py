@@ -9,11 +9,12 @@ import pytest
 import redline
 from redline import StopReason, Task
 from redline.critics.code_tests import DoctestCritic, PythonTestsCritic, entry_point
-from redline.critics.generated_tests import SYSTEM, GeneratedTestsCritic, parse_tests
+from redline.critics.generated_tests import GeneratedTestsCritic, parse_tests
 from redline.errors import ConfigError, CriticError
 from redline.feedback_sources._code import extract_python
 from redline.llm import Message
 from redline.plugins import build_critic
+from redline.prompts import render
 from redline.testing import ScriptedChat, acheck_critic
 from redline.types import Candidate
 
@@ -328,7 +329,7 @@ async def test_refine_with_generated_tests_uses_the_run_model() -> None:
     drafts = [BUGGY, GOOD]
 
     def handler(messages: list[Message]) -> str:
-        if messages[0]["content"] == SYSTEM:
+        if messages[0]["content"] == render("gentests_system"):
             return "```python\nassert add(1, 1) == 2\nassert add(2, 5) == 7\n```"
         return drafts.pop(0)
 

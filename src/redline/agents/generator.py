@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from redline.agents._prompts import render
 from redline.errors import BudgetExceeded
-from redline.llm._base import ChatModel, Message
+from redline.llm import ChatModel, Message
+from redline.prompts import render
 from redline.types import Candidate, Task
 
 __all__ = ["Generator"]

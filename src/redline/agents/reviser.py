@@ -7,10 +7,11 @@ import re
 from collections.abc import Sequence
 from typing import Literal
 
+from redline import prompts
 from redline.agents._edits import EditError, apply_edits
-from redline.agents._prompts import render
+from redline.agents.feedback import FeedbackRenderer, render_feedback
 from redline.errors import ConfigError
-from redline.llm._base import ChatModel, Message
+from redline.llm import ChatModel, Message
 from redline.types import Candidate, ScoredCandidate, Task, Usage
 
 __all__ = ["ReviseMode", "Reviser", "clean_revision"]
@@ -27,32 +28,61 @@ class Reviser:
     replies with search/replace blocks applied to the candidate, which saves output
     tokens on long texts; when a block does not apply, the reviser asks for a rewrite.
 
+    What the model reads is injectable, so a preset changes it without a new reviser:
+    the prompts (a name from `redline.prompts` or template text with the placeholders
+    ``$task``, ``$answer``, ``$feedback``, ``$memory``), and the function that turns the
+    critiques into the ``$feedback`` text.
+
     Args:
         model: the chat model.
         mode: ``"rewrite"`` or ``"edit"``.
         temperature: sampling temperature.
         max_tokens: the revision's token limit (clamped further by the run's budget).
+        prompt: the prompt asking for a rewrite (also the fallback of ``edit`` mode).
+        edit_prompt: the prompt asking for search/replace blocks (``edit`` mode).
+        system: the system message when the task has none.
+        feedback: the critiques of the candidate → the ``$feedback`` text; "" means
+            none (the reviser then reads the ``revise_no_feedback`` prompt).
+
+    Raises:
+        ConfigError: an unknown mode or prompt name, or a prompt with a placeholder the
+            reviser does not fill.
     """
 
+    PLACEHOLDERS = frozenset({"task", "answer", "feedback", "memory"})
+    """What the reviser fills in its prompts."""
+
     def __init__(self, model: ChatModel, *, mode: ReviseMode = "rewrite",
-                 temperature: float = 0.3, max_tokens: int = 1024) -> None:
+                 temperature: float = 0.3, max_tokens: int = 1024,
+                 prompt: str = "revise_rewrite", edit_prompt: str = "revise_edit",
+                 system: str = "generate_system",
+                 feedback: FeedbackRenderer = render_feedback) -> None:
         if mode not in ("rewrite", "edit"):
             raise ConfigError(f"revise mode must be 'rewrite' or 'edit', got {mode!r}")
+        for template in (prompt, edit_prompt):
+            prompts.check(template, allowed=self.PLACEHOLDERS)
+        prompts.check(system, allowed=())
         self.model = model
         self.mode = mode
         self.temperature = temperature
         self.max_tokens = max_tokens
+        self.prompt = prompt
+        self.edit_prompt = edit_prompt
+        self.system = system
+        self.feedback = feedback
 
     def messages(self, task: Task, scored: ScoredCandidate, memory: Sequence[str],
                  mode: ReviseMode) -> list[Message]:
         """The conversation that asks for a revision."""
         notes = ""
         if memory:
-            notes = "\nLessons from earlier attempts:\n" + "\n".join(f"- {m}" for m in memory)
-        prompt = render(f"revise_{mode}", task=task.prompt, answer=scored.candidate.text,
-                        feedback=scored.feedback or "(no specific feedback: improve it)",
-                        memory=notes)
-        system = task.system or render("generate_system")
+            notes = "\n" + prompts.render("revise_memory",
+                                          lessons="\n".join(f"- {m}" for m in memory))
+        feedback = self.feedback(scored).strip() or prompts.render("revise_no_feedback")
+        prompt = prompts.render(self.edit_prompt if mode == "edit" else self.prompt,
+                                task=task.prompt, answer=scored.candidate.text,
+                                feedback=feedback, memory=notes)
+        system = task.system or prompts.render(self.system)
         return [{"role": "system", "content": system}, {"role": "user", "content": prompt}]
 
     async def revise(self, task: Task, scored: ScoredCandidate, *, round: int,

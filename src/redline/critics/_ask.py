@@ -1,5 +1,6 @@
-"""How the LLM critics ask a chat model for a verdict: one fence, one ask loop.
+"""How the LLM critics ask a chat model for a verdict: one model, one fence, one ask loop.
 
+- `critic_model`: the critic's own model, else the model the run generates with.
 - `Fence`: random markers around untrusted text (a candidate, search results) in a
   prompt; the text cannot close the fence because it cannot guess the marker, and any
   copy of the markers is cut from it anyway.
@@ -16,16 +17,34 @@ import logging
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
-from redline.errors import CriticError
-from redline.llm._base import ChatModel, Message
+from redline.errors import ConfigError, CriticError
+from redline.llm import ChatModel, Message, run_model
 
-__all__ = ["Fence", "ask_json"]
+__all__ = ["Fence", "ask_json", "critic_model"]
 
 log = logging.getLogger("redline.critics")
 
 T = TypeVar("T")
+
+
+class _LLMCritic(Protocol):
+    name: str
+    model: ChatModel | None
+
+
+def critic_model(critic: _LLMCritic) -> ChatModel:
+    """The model `critic` asks: its own (``critic.model``), else the run's model.
+
+    Raises:
+        ConfigError: neither (the critic is used outside a run without a model).
+    """
+    model = critic.model or run_model()
+    if model is None:
+        raise ConfigError(f"critic {critic.name!r} has no model: pass "
+                          f"{type(critic).__name__}(model=...) or run it inside refine()")
+    return model
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Finding the JSON value in a model's reply or a candidate answer.
 
 Models wrap JSON in prose and code fences; answers embed it in explanations. `find_json`
-looks, in order, at fenced code blocks (```` ```json ```` or bare ```` ``` ````), at the
+looks, in order, at fenced code blocks tagged ``json`` (or untagged), found by the same
+parser the code critics use (`code_blocks`: ```` ``` ```` or ``~~~`` fences), at the
 whole text, and at every balanced ``{...}`` / ``[...]`` in the text, and returns the
 first fenced value, the whole text, or the longest embedded value of an accepted kind.
 Brackets inside JSON strings are handled by the JSON decoder itself, not by counting,
@@ -16,9 +17,11 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from redline.feedback_sources._code import code_blocks
+
 __all__ = ["FoundJSON", "find_json"]
 
-_FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[ \t]*\n(.*?)```", re.DOTALL)
+_JSON_TAGS = frozenset({"", "json", "jsonc", "json5"})
 _DECODER = json.JSONDecoder()
 _OPENER = re.compile(r"[{\[]")
 _STARTS_LIKE_JSON = re.compile(r'\{\s*"|\[\s*[{\["]')
@@ -58,11 +61,12 @@ def find_json(text: str, *, kinds: tuple[type, ...] = (dict, list)
         message>)"`` when something looked like JSON but did not decode.
     """
     first_error = ""
-    for match in _FENCE.finditer(text):
-        if match.group(1).lower() not in ("", "json", "jsonc", "json5"):
+    for block in code_blocks(text):
+        if block.language not in _JSON_TAGS:
             continue
-        body = match.group(2).strip()
-        start = match.start(2) + match.group(2).index(body[:1]) if body else match.start(2)
+        inside = text[block.start:block.end]
+        body = inside.strip()
+        start = block.start + inside.index(body[:1]) if body else block.start
         try:
             value = json.loads(body)
         except json.JSONDecodeError as exc:

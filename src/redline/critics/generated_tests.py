@@ -32,7 +32,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from redline._aio import gather_all
-from redline.critics._ask import ask_json
+from redline.critics._ask import Fence, ask_json, critic_model
 from redline.critics._json import find_json
 from redline.critics.base import Critic
 from redline.critics.code_tests import entry_point, report_critique
@@ -40,32 +40,11 @@ from redline.errors import ConfigError, CriticError
 from redline.feedback_sources._code import extract_python
 from redline.feedback_sources._pytests import TestReport, TestSuite, run_tests
 from redline.feedback_sources.sandbox import Sandbox, default_sandbox
-from redline.llm._base import ChatModel, Message, run_model
+from redline.llm import ChatModel, Message
+from redline.prompts import render
 from redline.types import Candidate, Critique, Task
 
 __all__ = ["GeneratedTestsCritic", "gentests_critic", "parse_tests"]
-
-SYSTEM = ("You write unit tests for programming tasks. You never write the solution "
-          "itself: only tests that a correct solution passes.")
-
-PROMPT = """Write {k} unit tests that a correct solution of the task below must pass.
-
-Rules:
-- Each test is one Python `assert` statement.
-- Call {target} exactly as the task defines it; do not define or import it.
-- Use small inputs whose expected results you are certain of, worked out from the task.
-- Cover ordinary cases first, then edge cases.
-
-The task:
-<<<TASK
-{task}
-TASK>>>
-
-Reply with a JSON object only: {{"tests": ["assert <call> == <expected>", ...]}}"""
-
-REASK = ("Your reply had no usable assert statements ({problem}). Reply with only the JSON "
-         'object {{"tests": [...]}} holding {k} strings, each of the form: '
-         "assert <call> == <expected>")
 
 _TESTS_SCHEMA: dict[str, Any] = {
     "title": "tests", "type": "object", "additionalProperties": False,
@@ -155,16 +134,15 @@ class GeneratedTestsCritic(Critic):
             return state.suite
 
     async def _generate(self, task: Task) -> TestSuite:
-        model = self.model or run_model()
-        if model is None:
-            raise ConfigError(f"critic {self.name!r} has no model: pass "
-                              "GeneratedTestsCritic(model=...) or run it inside refine()")
+        model = critic_model(self)
         entry = entry_point(task)
         target = f"`{entry}`" if entry else "the function the task asks for"
+        fence = Fence.new("TASK")
         messages: list[Message] = [
-            {"role": "system", "content": SYSTEM},
-            {"role": "user", "content": PROMPT.format(k=self.k, target=target,
-                                                      task=task.prompt.strip())}]
+            {"role": "system", "content": render("gentests_system")},
+            {"role": "user", "content": render(
+                "gentests_user", k=self.k, target=target, open=fence.opening,
+                close=fence.closing, task=fence.quote(task.prompt.strip()))}]
         def parse(text: str) -> tuple[str | None, str]:
             source = parse_tests(text, self.k)
             return (source, "") if source else (None, "no assert statement found")
@@ -172,7 +150,7 @@ class GeneratedTestsCritic(Critic):
         try:
             source = await ask_json(
                 model, messages, parse=parse,
-                reask=lambda problem: REASK.format(k=self.k, problem=problem),
+                reask=lambda problem: render("gentests_reask", k=self.k, problem=problem),
                 schema=_TESTS_SCHEMA if self.json_mode else None,
                 max_tokens=self.max_tokens, critic=self.name, what="tests")
         except CriticError as exc:

@@ -21,13 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from redline._files import read_config_text
-from redline.agents._prompts import render
-from redline.critics._ask import Fence, ask_json
+from redline.critics._ask import Fence, ask_json, critic_model
 from redline.critics._injection import find_injections, neutralise
 from redline.critics._json import find_json
 from redline.critics.base import Critic
-from redline.errors import ConfigError
-from redline.llm._base import ChatModel, Message, run_model
+from redline.llm import ChatModel, Message
+from redline.prompts import check, render
 from redline.types import Candidate, Critique, Task
 
 __all__ = ["VERDICT_SCHEMA", "LLMJudge", "judge_critic"]
@@ -70,15 +69,31 @@ class LLMJudge(Critic):
         json_mode: send the verdict's schema to the server (``response_format`` in the
             server's dialect, see `ChatModel.structured_format`); off, the JSON is asked
             for in the prompt only.
+        prompt: the request (a name from `redline.prompts` or template text). It is
+            filled with ``$task``, ``$rubric``, ``$answer`` and the fence's ``$open`` and
+            ``$close`` markers, and must contain the last three: the answer is always
+            fenced.
+        system: the system message (a prompt name or template text, no placeholders).
+
+    Raises:
+        ConfigError: an unknown prompt name, or a prompt that does not fit the above.
     """
 
+    PLACEHOLDERS = frozenset({"task", "rubric", "open", "answer", "close"})
+    """What the judge fills in its prompt."""
+
     def __init__(self, model: ChatModel | None = None, *, rubric: str | None = None,
-                 name: str = "judge", max_tokens: int = 300, json_mode: bool = True) -> None:
+                 name: str = "judge", max_tokens: int = 300, json_mode: bool = True,
+                 prompt: str = "judge_user", system: str = "judge_system") -> None:
+        check(prompt, allowed=self.PLACEHOLDERS, required=("open", "answer", "close"))
+        check(system, allowed=())
         self.model = model
         self.rubric = rubric.strip() if rubric else render("judge_rubric")
         self.name = name
         self.max_tokens = max_tokens
         self.json_mode = json_mode
+        self.prompt = prompt
+        self.system = system
 
     @classmethod
     def from_rubric_file(cls, path: str | Path, **kwargs: Any) -> LLMJudge:
@@ -86,17 +101,14 @@ class LLMJudge(Critic):
         return cls(rubric=read_config_text(path, "rubric file"), **kwargs)
 
     async def critique(self, task: Task, candidate: Candidate) -> Critique:
-        model = self.model or run_model()
-        if model is None:
-            raise ConfigError(f"critic {self.name!r} has no model: pass LLMJudge(model=...) "
-                              "or run it inside refine()")
+        model = critic_model(self)
         injections = find_injections(candidate.text, task.prompt)
         answer = neutralise(candidate.text, injections) if injections else candidate.text
         fence = Fence.new("ANSWER")
         messages: list[Message] = [
-            {"role": "system", "content": render("judge_system")},
+            {"role": "system", "content": render(self.system)},
             {"role": "user", "content": render(
-                "judge_user", task=task.prompt, rubric=self.rubric, open=fence.opening,
+                self.prompt, task=task.prompt, rubric=self.rubric, open=fence.opening,
                 close=fence.closing, answer=fence.quote(answer))},
         ]
         mark, feedback = await ask_json(

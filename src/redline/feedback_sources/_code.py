@@ -36,15 +36,27 @@ class CodeBlock:
     """The info string's first word, lower-cased ("" when untagged)."""
     code: str
     """The block's text, without the fences."""
+    start: int = 0
+    """Where the block's text starts in the answer (just after the opening fence line)."""
+    end: int = 0
+    """Where it ends: the start of the closing fence line, or the end of the answer."""
 
 
 def code_blocks(text: str) -> list[CodeBlock]:
     """Every fenced block (```` ``` ```` or ``~~~``) in `text`, in order.
 
-    A block left open at the end (a truncated answer) runs to the end of the text.
+    The one fence parser of redline: code critics take code from these blocks and
+    `find_json` takes JSON from them, so both read an answer the same way. As in
+    CommonMark, a fence opens a line (indented by at most three spaces) and is closed
+    by a line holding only a fence of the same character at least as long, so a
+    ```` ```` ```` block may contain ```` ``` ```` lines. A block left open at the end
+    (a truncated answer) runs to the end of the text.
     """
     blocks: list[CodeBlock] = []
     lines = text.splitlines()
+    offsets = [0]
+    for line in text.splitlines(keepends=True):
+        offsets.append(offsets[-1] + len(line))
     i = 0
     while i < len(lines):
         opening = _OPEN.match(lines[i])
@@ -55,15 +67,18 @@ def code_blocks(text: str) -> list[CodeBlock]:
         info = opening["info"].split()
         body: list[str] = []
         i += 1
+        start = offsets[i]
         while i < len(lines):
             stripped = lines[i].strip()
             if stripped.startswith(fence[0] * len(fence)) and not stripped.strip(fence[0]):
                 break
             body.append(lines[i])
             i += 1
+        end = offsets[i] if i < len(lines) else len(text)
         i += 1
         language = info[0].lower().lstrip("{.") if info else ""
-        blocks.append(CodeBlock(language=language, code="\n".join(body) + "\n"))
+        blocks.append(CodeBlock(language=language, code="\n".join(body) + "\n",
+                                start=start, end=end))
     return blocks
 
 
