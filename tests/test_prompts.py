@@ -87,10 +87,12 @@ def test_render_feedback_is_what_the_default_reviser_reads() -> None:
 
 
 async def test_the_reviser_takes_a_prompt_and_a_feedback_renderer() -> None:
+    def failing_critics(scored: ScoredCandidate) -> str:
+        return "; ".join(c.critic for c in scored.critiques if c.passed is False)
+
     model = ScriptedChat(["Paris"])
     reviser = Reviser(model, prompt="Task: $task\nWas: $answer\nFix: $feedback$memory",
-                      system="Answer in one word.",
-                      feedback=lambda s: "; ".join(c.critic for c in s.critiques if c.passed is False))
+                      system="Answer in one word.", feedback=failing_critics)
     revised = await reviser.revise(TASK, SCORED.model_copy(update={"critiques": [
         Critique(critic="judge", score=0.2, passed=False), Critique(critic="ok", score=1.0)]}),
         round=1, memory=["Paris is the capital"])
