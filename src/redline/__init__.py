@@ -32,6 +32,7 @@ from redline.types import (
     Budget,
     Candidate,
     Critique,
+    Price,
     RefineResult,
     Round,
     ScoredCandidate,
@@ -42,7 +43,7 @@ from redline.types import (
 
 if TYPE_CHECKING:
     from redline.critics import Critic, LLMJudge, Panel, critic
-    from redline.llm import ChatModel, Price
+    from redline.llm import ChatModel
     from redline.workflows import Progress, arefine, build_refine_graph, refine
 
 __all__ = [
@@ -84,7 +85,6 @@ _LAZY = {
     "Panel": "redline.critics",
     "LLMJudge": "redline.critics",
     "ChatModel": "redline.llm",
-    "Price": "redline.llm",
 }
 
 

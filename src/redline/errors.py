@@ -18,6 +18,11 @@ broke" is one of these exceptions.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from redline.types import BudgetLimit
+
 __all__ = [
     "BudgetExceeded",
     "ConfigError",
@@ -83,6 +88,6 @@ class FeedbackSourceError(RedlineError):
 class BudgetExceeded(RedlineError):
     """A call would pass a budget limit; `limit` names it (e.g. ``"max_tokens"``)."""
 
-    def __init__(self, limit: str, message: str) -> None:
+    def __init__(self, limit: BudgetLimit, message: str) -> None:
         self.limit = limit
         super().__init__(message)

@@ -5,6 +5,9 @@
 `TransformersChat` runs a Hugging Face model in process; `LangChainChat` adapts a LangChain
 chat model. `resolve_model` turns a spec (``"ollama:qwen2.5"``, ``"local"``, a model
 object) into one of them. Heavy modules load on first use.
+
+`Meter`, `Tally`, `current_meter`, `run_model` and `using_run_model` live in
+`redline.context` and `Price` in `redline.types`; they are importable from here too.
 """
 
 from __future__ import annotations
@@ -12,18 +15,10 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from redline.llm._base import (
-    ChatModel,
-    Completion,
-    Message,
-    Meter,
-    Price,
-    Tally,
-    current_meter,
-    run_model,
-    using_run_model,
-)
+from redline.context import Meter, Tally, current_meter, run_model, using_run_model
+from redline.llm._base import ChatModel, Completion, Message
 from redline.llm._resolve import resolve_model
+from redline.types import Price
 
 if TYPE_CHECKING:
     from redline.llm.langchain import LangChainChat

@@ -1,40 +1,42 @@
-"""The chat model contract and the per-run meter that enforces budgets.
+"""The chat model contract.
 
 Every chat model subclasses `ChatModel` and implements `_complete`; the public
-`complete` wraps it with budget checks, so any model call made inside a run — by the
-generator, the reviser or a critic, built-in or plugin — is counted and limited the same
-way, with no argument to thread through.
+`complete` wraps it with the current run's budget (`redline.context`), so any model call
+made inside a run — by the generator, the reviser or a critic, built-in or plugin — is
+counted and limited the same way, with no argument to thread through.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
+import contextlib
 import re
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any, Literal, Self, TypedDict
 
 from pydantic import BaseModel, ConfigDict
 
-from redline.errors import BudgetExceeded, ConfigError
-from redline.types import Budget, Usage
+from redline.context import (  # Tally, run_model, using_run_model: until callers move
+    Meter,
+    Reservation,
+    Tally,  # noqa: F401
+    current_meter,
+    record_usage,
+    run_model,  # noqa: F401
+    using_run_model,  # noqa: F401
+)
+from redline.errors import ConfigError
+from redline.types import Price, Usage
 
 __all__ = [
     "ChatModel",
     "Completion",
     "Message",
-    "Meter",
-    "Price",
-    "Tally",
-    "current_meter",
     "json_schema_format",
-    "run_model",
-    "using_run_model",
 ]
+
+_NO_DEADLINE = contextlib.nullcontext()
 
 
 class Message(TypedDict):
@@ -57,21 +59,6 @@ class Completion(BaseModel):
     """``"stop"``, ``"length"``, ... as the server reported it."""
     model: str = ""
     """The model that answered."""
-
-
-class Price(BaseModel):
-    """A model's price in US dollars per million tokens."""
-
-    model_config = ConfigDict(frozen=True, use_attribute_docstrings=True)
-
-    input_per_mtok: float = 0.0
-    """Dollars per million prompt tokens."""
-    output_per_mtok: float = 0.0
-    """Dollars per million completion tokens."""
-
-    def cost(self, input_tokens: int, output_tokens: int) -> float:
-        """The cost of a call with these token counts."""
-        return (input_tokens * self.input_per_mtok + output_tokens * self.output_per_mtok) / 1e6
 
 
 class ChatModel(ABC):
@@ -119,36 +106,27 @@ class ChatModel(ABC):
                 raise ConfigError("complete(): give response_format or json_schema, not both")
             response_format = self.structured_format(json_schema)
         meter = current_meter()
-        reservation = meter.reserve(self, messages, max_tokens) if meter else None
-        if reservation:
+        reservation = None
+        if meter is not None:
+            reservation = meter.reserve(self.estimate_input_tokens(messages), max_tokens,
+                                        self.price)
             max_tokens = reservation.max_tokens
         started = time.monotonic()
         try:
-            if meter and meter.budget.max_seconds is not None:
-                try:
-                    async with asyncio.timeout(meter.remaining_seconds()):
-                        completion = await self._complete(
-                            messages, max_tokens=max_tokens, temperature=temperature,
-                            stop=stop, seed=seed, response_format=response_format)
-                except TimeoutError:
-                    raise BudgetExceeded(
-                        "max_seconds",
-                        f"max_seconds: the run's {meter.budget.max_seconds:g} s ran out "
-                        "during an LLM call") from None
-            else:
+            async with meter.deadline() if meter is not None else _NO_DEADLINE:
                 completion = await self._complete(
-                    messages, max_tokens=max_tokens, temperature=temperature,
-                    stop=stop, seed=seed, response_format=response_format)
+                    messages, max_tokens=max_tokens, temperature=temperature, stop=stop,
+                    seed=seed, response_format=response_format)
         except BaseException:
             # A failed call still counts as a call: the server may have done the work.
-            _record(reservation, meter, Usage(llm_calls=1, seconds=time.monotonic() - started))
+            _account(meter, reservation, Usage(llm_calls=1, seconds=time.monotonic() - started))
             raise
         usage = completion.usage
         if self.price is not None and usage.cost_usd == 0.0:
             usage = usage.model_copy(
                 update={"cost_usd": self.price.cost(usage.input_tokens, usage.output_tokens)})
         usage = usage.model_copy(update={"llm_calls": 1, "seconds": time.monotonic() - started})
-        _record(reservation, meter, usage)
+        _account(meter, reservation, usage)
         return completion.model_copy(update={"usage": usage})
 
     def structured_format(self, schema: dict[str, Any]) -> dict[str, Any] | None:
@@ -216,163 +194,8 @@ def json_schema_format(schema: dict[str, Any]) -> dict[str, Any]:
             "json_schema": {"name": name, "schema": schema, "strict": strict}}
 
 
-@dataclass
-class _Reservation:
-    meter: Meter
-    max_tokens: int
-    tokens: int
-    cost: float
-
-
-class Tally:
-    """A running total of LLM usage inside a `with Tally.scope()` block (and its tasks)."""
-
-    def __init__(self) -> None:
-        self.usage = Usage()
-
-    @classmethod
-    @contextmanager
-    def scope(cls) -> Iterator[Tally]:
-        """Count every LLM call made inside the block, including in tasks it starts."""
-        tally = cls()
-        token = _tallies.set((*_tallies.get(), tally))
-        try:
-            yield tally
-        finally:
-            _tallies.reset(token)
-
-
-class Meter:
-    """Accounts one run's spending against its budget, checking before every call.
-
-    Concurrent calls reserve their worst case (prompt upper bound + ``max_tokens``) so
-    that no interleaving can pass a limit; each call's ``max_tokens`` is clamped to what
-    is left.
-
-    Args:
-        budget: the run's limits.
-        spent: what the run had spent before this meter (resumed runs, earlier nodes).
-        elapsed: seconds the run had used before this meter.
-        margin: seconds kept back from ``max_seconds`` so that the run can still stop
-            and return its result inside the limit.
-    """
-
-    def __init__(self, budget: Budget, spent: Usage = Usage(), elapsed: float = 0.0,
-                 margin: float = 0.0) -> None:
-        self.budget = budget
-        self.spent = spent
-        self.margin = margin
-        self._origin = time.monotonic() - elapsed
-        self._reserved_tokens = 0
-        self._reserved_calls = 0
-        self._reserved_cost = 0.0
-
-    def elapsed(self) -> float:
-        """Seconds of the run so far."""
-        return time.monotonic() - self._origin
-
-    def remaining_seconds(self) -> float:
-        """Seconds left (infinite without a limit)."""
-        if self.budget.max_seconds is None:
-            return float("inf")
-        return max(0.0, self.budget.max_seconds - self.margin - self.elapsed())
-
-    def check_seconds(self) -> None:
-        """Raise `BudgetExceeded` when the run's time is up."""
-        if self.budget.max_seconds is not None and self.remaining_seconds() <= 0:
-            raise BudgetExceeded(
-                "max_seconds", f"max_seconds: {self.elapsed():.1f} s of "
-                f"{self.budget.max_seconds:g} s used")
-
-    @contextmanager
-    def active(self) -> Iterator[Meter]:
-        """Make this the meter of every LLM call in the block (and tasks it starts)."""
-        token = _meter.set(self)
-        try:
-            yield self
-        finally:
-            _meter.reset(token)
-
-    def reserve(self, model: ChatModel, messages: Sequence[Message],
-                max_tokens: int) -> _Reservation:
-        """Check a call against every limit and reserve its worst case."""
-        b = self.budget
-        self.check_seconds()
-        if b.max_llm_calls is not None:
-            used = self.spent.llm_calls + self._reserved_calls
-            if used >= b.max_llm_calls:
-                raise BudgetExceeded(
-                    "max_llm_calls", f"max_llm_calls: {used} of {b.max_llm_calls} calls used")
-        prompt = model.estimate_input_tokens(messages)
-        if b.max_tokens is not None:
-            left = b.max_tokens - self.spent.total_tokens - self._reserved_tokens - prompt
-            if left < 1:
-                raise BudgetExceeded(
-                    "max_tokens",
-                    f"max_tokens: {self.spent.total_tokens} of {b.max_tokens} tokens used, "
-                    f"the next prompt needs up to {prompt}")
-            max_tokens = min(max_tokens, left)
-        cost = 0.0
-        if b.max_cost_usd is not None and model.price is not None:
-            price = model.price
-            left_usd = (b.max_cost_usd - self.spent.cost_usd - self._reserved_cost
-                        - price.cost(prompt, 0))
-            if price.output_per_mtok > 0:
-                max_tokens = min(max_tokens, int(left_usd * 1e6 / price.output_per_mtok))
-            if left_usd <= 0 or max_tokens < 1:
-                raise BudgetExceeded(
-                    "max_cost_usd",
-                    f"max_cost_usd: ${self.spent.cost_usd:.4f} of ${b.max_cost_usd:g} spent")
-            cost = price.cost(prompt, max_tokens)
-        tokens = prompt + max_tokens
-        self._reserved_tokens += tokens
-        self._reserved_calls += 1
-        self._reserved_cost += cost
-        return _Reservation(self, max_tokens, tokens, cost)
-
-    def _settle(self, reservation: _Reservation, usage: Usage) -> None:
-        self._reserved_tokens -= reservation.tokens
-        self._reserved_calls -= 1
-        self._reserved_cost -= reservation.cost
-        self.spent = self.spent + usage
-
-
-def _record(reservation: _Reservation | None, meter: Meter | None, usage: Usage) -> None:
-    if reservation is not None and meter is not None:
-        meter._settle(reservation, usage)
-    for tally in _tallies.get():
-        tally.usage = tally.usage + usage
-
-
-_meter: contextvars.ContextVar[Meter | None] = contextvars.ContextVar("redline_meter",
-                                                                      default=None)
-_tallies: contextvars.ContextVar[tuple[Tally, ...]] = contextvars.ContextVar(
-    "redline_tallies", default=())
-
-
-def current_meter() -> Meter | None:
-    """The meter of the run this code runs in, or None outside a run."""
-    return _meter.get()
-
-
-_run_model: contextvars.ContextVar[ChatModel | None] = contextvars.ContextVar(
-    "redline_run_model", default=None)
-
-
-def run_model() -> ChatModel | None:
-    """The chat model the current run generates with (None outside a run).
-
-    Critics built without a model of their own (``LLMJudge()``, the ``judge`` CLI critic)
-    use it, so one ``--model`` serves the whole run.
-    """
-    return _run_model.get()
-
-
-@contextmanager
-def using_run_model(model: ChatModel) -> Iterator[None]:
-    """Make `model` the run's model inside the block (and tasks it starts)."""
-    token = _run_model.set(model)
-    try:
-        yield
-    finally:
-        _run_model.reset(token)
+def _account(meter: Meter | None, reservation: Reservation | None, usage: Usage) -> None:
+    """Settle a call's reservation with what it spent, and add it to the open tallies."""
+    if meter is not None and reservation is not None:
+        meter.settle(reservation, usage)
+    record_usage(usage)
