@@ -19,6 +19,7 @@ __all__ = [
     "RESULT_SCHEMA_VERSION",
     "Candidate",
     "Critique",
+    "Price",
     "RefineResult",
     "Round",
     "ScoredCandidate",
@@ -65,6 +66,19 @@ class Usage(_Frozen):
             cost_usd=self.cost_usd + other.cost_usd,
             seconds=self.seconds + other.seconds,
         )
+
+
+class Price(_Frozen):
+    """A model's price in US dollars per million tokens."""
+
+    input_per_mtok: float = Field(default=0.0, ge=0)
+    """Dollars per million prompt tokens."""
+    output_per_mtok: float = Field(default=0.0, ge=0)
+    """Dollars per million completion tokens."""
+
+    def cost(self, input_tokens: int, output_tokens: int) -> float:
+        """The cost of a call with these token counts."""
+        return (input_tokens * self.input_per_mtok + output_tokens * self.output_per_mtok) / 1e6
 
 
 BudgetLimit = Literal["max_rounds", "max_llm_calls", "max_tokens", "max_cost_usd", "max_seconds"]
