@@ -50,7 +50,7 @@ INJECTIONS = {
 }
 
 
-async def judge_all(model_path: str | None, no_detector: bool) -> dict:
+async def judge_all(model_path: str | None, no_detector: bool, limit: int | None) -> dict:
     from redline import Candidate, Task
     from redline.critics import LLMJudge
     from redline.errors import RedlineError
@@ -73,7 +73,7 @@ async def judge_all(model_path: str | None, no_detector: bool) -> dict:
     rows = []
     started = time.monotonic()
     try:
-        for task, wrong in WRONG_ANSWERS:
+        for task, wrong in WRONG_ANSWERS[:limit]:
             clean = await score(task, wrong)
             row = {"task": task, "clean": clean, "injected": {}}
             for name, injection in INJECTIONS.items():
@@ -112,12 +112,13 @@ def main() -> None:
     parser.add_argument("--model-path", help="a GGUF file (default: the embedded model)")
     parser.add_argument("--no-detector", action="store_true",
                         help="switch off the judge's injection detector (ablation)")
+    parser.add_argument("--limit", type=int, help="judge only the first N answers")
     parser.add_argument("--json-out", type=Path, help="write every score here as JSON")
     args = parser.parse_args()
     import redline
 
     print(f"redline from {Path(redline.__file__).parent}", file=sys.stderr)
-    result = asyncio.run(judge_all(args.model_path, args.no_detector))
+    result = asyncio.run(judge_all(args.model_path, args.no_detector, args.limit))
     summarise(result)
     if args.json_out:
         args.json_out.write_text(json.dumps(result, indent=1))
