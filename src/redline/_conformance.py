@@ -7,6 +7,7 @@ import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from redline._aio import run_sync
 from redline.critics.base import Critic
 from redline.errors import ConfigError, RedlineError
 from redline.types import Candidate, Critique, Task, Usage
@@ -119,11 +120,12 @@ async def acheck_critic(critic: Critic, samples: Iterable[Sample], *,
 
 
 def check_critic(critic: Critic, samples: Iterable[Sample], **kwargs: object) -> CriticReport:
-    """`acheck_critic` from synchronous code (e.g. a plain pytest test)."""
+    """`acheck_critic` from synchronous code (e.g. a plain pytest test), on the thread's
+    event loop (see `refine`)."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(acheck_critic(critic, samples, **kwargs))  # type: ignore[arg-type]
+        return run_sync(acheck_critic(critic, samples, **kwargs))  # type: ignore[arg-type]
     raise ConfigError("check_critic() cannot run inside a running event loop: "
                       "use `await acheck_critic(...)`")
 

@@ -17,8 +17,8 @@ from typing import Any
 from redline._conformance import CriticReport, GateWarning, acheck_critic, check_critic
 from redline._testing_server import Fail, OpenAICompatServer
 from redline.errors import LLMError
-from redline.llm._base import ChatModel, Completion, Message, Price
-from redline.types import Usage
+from redline.llm import ChatModel, Completion, Message
+from redline.types import Price, Usage
 
 __all__ = [
     "CriticReport",

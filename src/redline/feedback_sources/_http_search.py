@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import re
@@ -15,6 +14,7 @@ from tenacity import (
     RetryError,
 )
 
+from redline._aio import PerLoop
 from redline._retry import is_transient_status, retrying, root_cause
 from redline.errors import ConfigError, FeedbackSourceError
 from redline.feedback_sources._hits import Hit
@@ -96,8 +96,11 @@ class HttpSearch:
         self.timeout = timeout
         self.max_attempts = max_attempts
         self.max_wait = max_wait
-        self._client: httpx.AsyncClient | None = None
-        self._client_loop: asyncio.AbstractEventLoop | None = None
+        # Connections belong to one event loop: a client per loop, closed with it.
+        self._clients: PerLoop[httpx.AsyncClient] = PerLoop(
+            lambda: httpx.AsyncClient(timeout=self.timeout, headers=self.headers,
+                                      follow_redirects=True),
+            close=httpx.AsyncClient.aclose)
 
     def __repr__(self) -> str:
         return f"HttpSearch({self.url!r})"
@@ -152,7 +155,7 @@ class HttpSearch:
                               f"{type(root_cause(exc)).__name__}: {root_cause(exc)}") from None
 
     async def _request(self, values: dict[str, Any]) -> httpx.Response:
-        client = self._loop_client()
+        client = self._clients.get()
         if self.method == "POST":
             response = await client.post(self.url, json=values)
         else:
@@ -160,20 +163,10 @@ class HttpSearch:
         response.raise_for_status()
         return response
 
-    def _loop_client(self) -> httpx.AsyncClient:
-        """The client for the running event loop: its connections belong to one loop."""
-        loop = asyncio.get_running_loop()
-        if self._client is None or self._client_loop is not loop:
-            self._client = httpx.AsyncClient(timeout=self.timeout, headers=self.headers,
-                                             follow_redirects=True)
-            self._client_loop = loop
-        return self._client
-
     async def aclose(self) -> None:
-        """Close the HTTP connections of the current event loop's client."""
-        if self._client is not None and self._client_loop is asyncio.get_running_loop():
-            await self._client.aclose()
-        self._client = self._client_loop = None
+        """Close the HTTP connections of the current event loop's client (those of
+        other loops close when their loop shuts down)."""
+        await self._clients.aclose()
 
     def _hits(self, response: httpx.Response, k: int) -> list[Hit]:
         try:

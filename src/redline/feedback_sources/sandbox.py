@@ -63,6 +63,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from redline._aio import PerLoop
 from redline.errors import ConfigError, FeedbackSourceError
 from redline.feedback_sources import _bwrap, _runfiles
 from redline.feedback_sources._uids import UidLease
@@ -223,9 +224,8 @@ class Sandbox:
         self._bwrap: str | None | Literal[False] = False  # False: not probed yet
         self._bwrap_note = ""
         self._probe_lock = threading.Lock()
-        self._semaphores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop,
-                                                    asyncio.Semaphore] = \
-            weakref.WeakKeyDictionary()
+        self._semaphores: PerLoop[asyncio.Semaphore] = PerLoop(
+            lambda: asyncio.Semaphore(self.max_parallel))
 
     def __repr__(self) -> str:
         return (f"<Sandbox timeout={self.timeout:g}s max_parallel={self.max_parallel} "
@@ -269,7 +269,7 @@ class Sandbox:
                 if _MAIN in job.files:
                     raise ConfigError(f"sandbox file {_MAIN!r} is the code itself; "
                                       "name it otherwise")
-            async with self._semaphore():
+            async with self._semaphores.get():
                 if self._bwrap is False:
                     await asyncio.to_thread(self._probe)
                 outcomes = await asyncio.gather(
@@ -282,13 +282,6 @@ class Sandbox:
             if isinstance(outcome, BaseException):
                 raise outcome
         return list(outcomes)  # type: ignore[arg-type]
-
-    def _semaphore(self) -> asyncio.Semaphore:
-        loop = asyncio.get_running_loop()
-        semaphore = self._semaphores.get(loop)
-        if semaphore is None:
-            semaphore = self._semaphores[loop] = asyncio.Semaphore(self.max_parallel)
-        return semaphore
 
     def _base_dir(self) -> str:
         if self._base is None:

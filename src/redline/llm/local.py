@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Self
 
+from redline._aio import PerLoop
 from redline.llm._base import ChatModel, Completion, Message
 from redline.llm._llama_server import (
     LocalServer,
@@ -32,15 +31,6 @@ __all__ = [
     "default_model_path",
     "resolve_model_path",
 ]
-
-
-@dataclass
-class _LoopState:
-    """What a `LocalModel` keeps per event loop: asyncio objects belong to one loop."""
-
-    call_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    chat: OpenAIChat | None = None
-    chat_pid: int | None = None
 
 
 class LocalModel(ChatModel):
@@ -83,8 +73,10 @@ class LocalModel(ChatModel):
                                   startup_timeout=startup_timeout)
         self.model = self.server.model
         self.price = None
-        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
-            weakref.WeakKeyDictionary())
+        # Calls queue on their own event loop's lock; the client serves every loop.
+        self._call_locks: PerLoop[asyncio.Lock] = PerLoop(asyncio.Lock)
+        self._chat: OpenAIChat | None = None
+        self._chat_pid: int | None = None
 
     def __repr__(self) -> str:
         return f"LocalModel({str(self.server.model_path)!r})"
@@ -109,17 +101,17 @@ class LocalModel(ChatModel):
         await asyncio.to_thread(self.start)
 
     def close(self) -> None:
-        """Stop the server (a later call starts it again)."""
+        """Stop the server (a later call starts it again).
+
+        HTTP connections to it are closed when their event loops shut down.
+        """
         self.server.stop()
-        self._loops.clear()
 
     async def aclose(self) -> None:
-        """Stop the server and close this event loop's HTTP client."""
-        state = self._loops.get(asyncio.get_running_loop())
-        if state is not None and state.chat is not None:
-            await state.chat.aclose()
+        """Stop the server and close this event loop's HTTP connections to it."""
+        if self._chat is not None:
+            await self._chat.aclose()
         await asyncio.to_thread(self.server.stop)
-        self._loops.clear()
 
     def __enter__(self) -> Self:
         return self.start()
@@ -137,9 +129,8 @@ class LocalModel(ChatModel):
         seed: int | None,
         response_format: dict[str, Any] | None,
     ) -> Completion:
-        state = self._state()
-        async with state.call_lock:
-            chat = await self._chat(state)
+        async with self._call_locks.get():
+            chat = await self._client()
             return await chat._complete(
                 messages, max_tokens=max_tokens, temperature=temperature, stop=stop,
                 seed=seed, response_format=response_format)
@@ -152,22 +143,17 @@ class LocalModel(ChatModel):
         """
         return {"type": "json_object", "schema": schema}
 
-    def _state(self) -> _LoopState:
-        # The model may serve several event loops in turn (one `refine()` after another
-        # runs each in a fresh loop): locks and HTTP connections are made per loop.
-        loop = asyncio.get_running_loop()
-        state = self._loops.get(loop)
-        if state is None:
-            state = self._loops[loop] = _LoopState()
-        return state
-
-    async def _chat(self, state: _LoopState) -> OpenAIChat:
+    async def _client(self) -> OpenAIChat:
         # Called under the loop's call lock, so concurrent first calls start one server;
         # the server's own lock does the same for calls from several loops.
         if not self.server.running:
             # Blocking (seconds): off the event loop.
             await asyncio.to_thread(self.server.start)
             self.model = self.server.model
-        if state.chat is None or state.chat_pid != self.server.pid:
-            state.chat, state.chat_pid = self.server.chat(), self.server.pid
-        return state.chat
+        chat = self._chat
+        if chat is None or self._chat_pid != self.server.pid:
+            old, chat = chat, self.server.chat()
+            self._chat, self._chat_pid = chat, self.server.pid
+            if old is not None:  # the server was started again: close the old connections
+                await old.aclose()
+        return chat

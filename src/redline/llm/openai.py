@@ -14,7 +14,6 @@ the server refused once the weaker request succeeded.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
@@ -29,6 +28,7 @@ from tenacity import (
     RetryError,
 )
 
+from redline._aio import PerLoop
 from redline._retry import is_transient_status, retrying, root_cause
 from redline.errors import ConfigError, LLMError, LLMResponseError, LLMUnavailableError
 from redline.llm._base import ChatModel, Completion, Message, Price, json_schema_format
@@ -111,18 +111,18 @@ class OpenAIChat(ChatModel):
         self.schema_dialect: SchemaDialect = schema_dialect
         # response_format kinds this server refused (400/422), learnt per instance.
         self._refused_formats: set[str] = set()
+        # An owned client is made per event loop (its connections belong to one loop),
+        # and closed when that loop shuts down; a client passed in is the caller's.
+        self._clients: PerLoop[openai.AsyncOpenAI] | None = None
         if client is not None:
-            self._owns_client = False
             self._client = client if client.max_retries == 0 else client.with_options(
                 max_retries=0)
             self.base_url = str(client.base_url).rstrip("/")
             self.timeout = client.timeout if isinstance(client.timeout, int | float) else None
         else:
-            self._owns_client = True
             self.base_url, self._key = _resolve_endpoint(base_url, api_key)
             self.timeout = timeout
-            self._client = self._new_client()
-        self._client_loop: asyncio.AbstractEventLoop | None = None
+            self._clients = PerLoop(self._new_client, close=openai.AsyncOpenAI.close)
         # A template: each call runs a copy, since tenacity keeps per-run state on it.
         self._retrying = retrying(transient=_is_transient, headers_of=_headers_of,
                                   max_attempts=max_attempts, max_wait=max_wait,
@@ -235,14 +235,8 @@ class OpenAIChat(ChatModel):
                                   timeout=self.timeout, max_retries=0)
 
     def _loop_client(self) -> openai.AsyncOpenAI:
-        """The client for the running event loop: its connections belong to one loop, and
-        each `refine()` call runs a new loop, so an owned client is rebuilt per loop."""
-        loop = asyncio.get_running_loop()
-        if self._owns_client and self._client_loop is not loop:
-            if self._client_loop is not None:
-                self._client = self._new_client()
-            self._client_loop = loop
-        return self._client
+        """The client for the running event loop."""
+        return self._client if self._clients is None else self._clients.get()
 
     def _completion(self, response: Any, messages: Sequence[Message],
                     max_tokens: int) -> Completion:
@@ -302,9 +296,12 @@ class OpenAIChat(ChatModel):
                               f"{_describe(exc, 5.0)}") from exc
 
     async def aclose(self) -> None:
-        """Close the HTTP connections (not those of a client passed in)."""
-        if self._owns_client:
-            await self._client.close()
+        """Close this event loop's HTTP connections (not those of a client passed in).
+
+        Connections made in other event loops are closed when their loop shuts down.
+        """
+        if self._clients is not None:
+            await self._clients.aclose()
 
 
 def _resolve_endpoint(base_url: str | None, api_key: str | None) -> tuple[str, str]:

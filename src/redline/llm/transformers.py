@@ -12,11 +12,11 @@ import contextlib
 import os
 import threading
 import time
-import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
+from redline._aio import PerLoop
 from redline._hf import DTYPES, HUB_ID, LOAD_ERRORS, dtype_keyword, hub_check, placement
 from redline.errors import ConfigError, LLMError, MissingDependencyError
 from redline.llm._base import ChatModel, Completion, Message
@@ -96,9 +96,8 @@ class TransformersChat(ChatModel):
         # The hard limit across threads and event loops; the per-loop semaphores below
         # make waiting callers queue on their loop instead of holding a worker thread.
         self._slots = threading.BoundedSemaphore(max_concurrency)
-        self._waiting: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop,
-                                                 asyncio.Semaphore] = (
-            weakref.WeakKeyDictionary())
+        self._waiting: PerLoop[asyncio.Semaphore] = PerLoop(
+            lambda: asyncio.Semaphore(max_concurrency))
 
     def __repr__(self) -> str:
         return f"TransformersChat({self.model!r}, device={self.device!r})"
@@ -145,7 +144,7 @@ class TransformersChat(ChatModel):
         if not self._loaded:
             await asyncio.to_thread(self.load)
         cancelled = threading.Event()
-        async with self._queue():
+        async with self._waiting.get():
             try:
                 return await asyncio.to_thread(
                     self._generate, list(messages), max_tokens, temperature,
@@ -155,17 +154,6 @@ class TransformersChat(ChatModel):
                 # after every token, so a timed-out call frees the model at once.
                 cancelled.set()
                 raise
-
-    def _queue(self) -> asyncio.Semaphore:
-        loop = asyncio.get_running_loop()
-        semaphore = self._waiting.get(loop)
-        if semaphore is None:
-            # A semaphore that has had waiters holds its loop, so the weak key alone
-            # would never let a finished loop go: drop those of closed loops here.
-            for old in [old for old in self._waiting if old.is_closed()]:
-                del self._waiting[old]
-            semaphore = self._waiting[loop] = asyncio.Semaphore(self.max_concurrency)
-        return semaphore
 
     # -- in the worker thread ------------------------------------------------------
 
