@@ -19,8 +19,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+from redline.context import run_model
 from redline.errors import ConfigError, CriticError
-from redline.llm import ChatModel, Message, run_model
+from redline.llm import ChatModel, Message
 
 __all__ = ["Fence", "ask_json", "critic_model"]
 

@@ -13,8 +13,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, overload
 
 from redline._aio import gather_all
+from redline.context import Tally
 from redline.errors import ConfigError, CriticError, RedlineError
-from redline.llm._base import Tally
 from redline.types import Candidate, Critique, Task, Usage
 
 __all__ = ["Critic", "FunctionCritic", "critic", "run_critic"]
