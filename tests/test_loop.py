@@ -285,10 +285,11 @@ def test_sync_refine_runs() -> None:
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
-    ({"threshold": 1.5}, "threshold 1.5 is outside"),
-    ({"n": 0}, "n must be at least 1"),
-    ({"revise": "patch"}, "revise mode must be"),
-    ({"patience": 0}, "patience must be at least 1"),
+    ({"threshold": 1.5}, "RefineConfig: threshold: Input should be less than or equal to 1"),
+    ({"n": 0}, "RefineConfig: n: Input should be greater than or equal to 1"),
+    ({"revise": "patch"}, "RefineConfig: revise: Input should be 'rewrite' or 'edit'"),
+    ({"patience": 0}, "RefineConfig: patience: Input should be greater than or equal to 1"),
+    ({"thresold": 0.5}, "RefineConfig: thresold: Extra inputs are not permitted"),
 ])
 async def test_bad_configuration_is_rejected(kwargs: dict, message: str) -> None:
     with pytest.raises(redline.ConfigError, match=message):

@@ -73,7 +73,7 @@ async def test_on_error_raise_keeps_the_old_behaviour() -> None:
 
 
 async def test_configuration_errors_still_raise() -> None:
-    with pytest.raises(ConfigError, match="on_error must be"):
+    with pytest.raises(ConfigError, match="RefineConfig: on_error: Input should be 'result'"):
         await redline.arefine("Q", model=answers("a"), critics=[lambda t: 1.0],
                               on_error="ignore")  # type: ignore[arg-type]
 

@@ -1,7 +1,9 @@
-"""Command-line values checked once: server URLs, key files, and the run's settings."""
+"""Command-line values checked once (server URLs, prices, key files) and turned into the
+fields of a `RunSpec`."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -9,7 +11,7 @@ from redline._files import read_config_text
 from redline.errors import ConfigError
 from redline.types import Budget
 
-__all__ = ["check_base_url", "read_key_file", "settings_of"]
+__all__ = ["check_base_url", "parse_price", "read_key_file", "spec_fields"]
 
 
 def check_base_url(url: str) -> str:
@@ -44,20 +46,42 @@ def read_key_file(path: str) -> str:
     return lines[0]
 
 
-def settings_of(opts: dict[str, Any], model: Any, budget: Budget) -> dict[str, Any]:
-    """How a run was configured, for the ``--json`` document (never a secret)."""
+def parse_price(text: str) -> tuple[float, float]:
+    """``IN:OUT`` dollars per million input and output tokens.
+
+    Raises:
+        ConfigError: not two finite numbers >= 0.
+    """
+    try:
+        values = [float(p) for p in text.split(":")]
+    except ValueError:
+        values = []
+    if len(values) != 2 or not all(math.isfinite(v) and v >= 0 for v in values):
+        raise ConfigError(f"--price {text!r}: expected IN:OUT, dollars per million input "
+                          "and output tokens, e.g. 0.15:0.60")
+    return values[0], values[1]
+
+
+def spec_fields(opts: dict[str, Any], budget: Budget) -> dict[str, Any]:
+    """The `RunSpec` fields the ``refine`` options describe (no secret among them)."""
+    price_in, price_out = parse_price(opts["price"]) if opts["price"] else (None, None)
+    if opts["base_url"]:
+        check_base_url(opts["base_url"])
     return {
-        "model": {"name": model.model, "class": type(model).__name__,
-                  "base_url": getattr(model, "base_url", None),
-                  "price": model.price.model_dump() if model.price else None},
+        "model": {"name": opts["model"], "base_url": opts["base_url"],
+                  "model_path": opts["model_path"], "price_in": price_in,
+                  "price_out": price_out},
         "critics": list(opts["critic_specs"]) or ["judge"],
+        "critic_settings": {"rm_device": opts["rm_device"],
+                            "rm_batch_size": opts["rm_batch_size"]},
         "threshold": opts["threshold"],
-        "budget": budget.model_dump(),
-        "drafts": opts["drafts"],
-        "revise": opts["revise"],
-        "revise_when": opts["revise_when"],
-        "system": opts["system"],
+        "budget": budget,
+        "n": opts["drafts"],
         "temperature": opts["temperature"],
         "seed": opts["seed"],
-        "preset": None,
+        "revise": opts["revise"],
+        "revise_when": opts["revise_when"],
+        "revise_from": opts["revise_from"],
+        "patience": opts["patience"],
+        "system": opts["system"],
     }

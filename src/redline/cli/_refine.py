@@ -19,7 +19,7 @@ from redline.cli import (
     EXIT_USAGE,
     cli,
 )
-from redline.cli._options import check_base_url, read_key_file, settings_of
+from redline.cli._options import read_key_file, spec_fields
 from redline.cli._progress import ProgressPrinter, make_console, stop_line
 from redline.errors import ConfigError, LLMError, LLMUnavailableError, RedlineError
 from redline.types import Budget, RefineResult, StopReason, Task
@@ -54,6 +54,10 @@ DEFAULT_FILE_TASK = "Improve the following text. Keep its meaning, fix its error
               show_default=True, help="Rewrite the answer, or edit it with search/replace.")
 @click.option("--revise-when", type=click.Choice(["always", "on_failure"]), default="always",
               show_default=True, help="on_failure: revise only when a critic flags a failure.")
+@click.option("--revise-from", type=click.Choice(["best", "last"]), default="best",
+              show_default=True, help="Revise the best candidate so far, or the last one.")
+@click.option("--patience", type=int, default=2, show_default=True,
+              help="Stop as converged after this many rounds without a gain.")
 @click.option("--system", metavar="TEXT", help="A system prompt for drafting and revising.")
 @click.option("--temperature", type=float,
               help="Sampling temperature of drafts (default 0, or 0.7 with -n > 1).")
@@ -140,64 +144,44 @@ def refine_command(**opts: Any) -> None:
 
 
 def _refine(opts: dict[str, Any]) -> tuple[RefineResult, dict[str, Any]]:
-    """Check every input, then run; configuration errors raise before any work."""
-    task = _read_task(opts)
+    """Parse → `RunSpec` → `RefineConfig` → run; configuration errors raise before any
+    work. Returns the result and the run's settings (the spec, for ``--json``)."""
+    from redline.workflows import RunSpec
+
+    spec = RunSpec(**spec_fields(opts, _budget(opts)))
+    task = _read_task(opts, system=spec.system)
     if opts["output"] is not None:
         from redline._files import check_writable
 
         check_writable(opts["output"])
-    budget = _budget(opts)
-    price = _price(opts["price"]) if opts["price"] else None
     api_key = _api_key(opts)
-    if opts["base_url"]:
-        check_base_url(opts["base_url"])
-    from redline.plugins import build_critic
-
-    settings = {"rm_device": opts["rm_device"], "rm_batch_size": opts["rm_batch_size"]}
-    critics = [build_critic(s, settings) for s in opts["critic_specs"] or ["judge"]]
-    from redline.llm import resolve_model
-
-    model = resolve_model(opts["model"], base_url=opts["base_url"], api_key=api_key,
-                          model_path=opts["model_path"])
-    if price is not None:
-        model.price = price
-    elif opts["max_cost"] is not None and model.price is None:
+    config = spec.build(api_key=api_key)
+    if spec.budget.max_cost_usd is not None and config.model.price is None:
         raise ConfigError("--max-cost needs the model's price: add --price IN:OUT (dollars "
                           "per million input:output tokens)")
-    run_settings = settings_of(opts, model, budget)
-    return asyncio.run(_run(task, model, critics, budget, opts)), run_settings
+    return asyncio.run(_run(task, config, opts["quiet"])), spec.model_dump(mode="json")
 
 
-async def _run(task: Task, model: Any, critics: list[Any], budget: Budget,
-               opts: dict[str, Any]) -> RefineResult:
-    from redline.agents.generator import Generator
+async def _run(task: Task, config: Any, quiet: bool) -> RefineResult:
     from redline.workflows import arefine
     from redline.workflows._run import interrupted_result
 
-    printer = ProgressPrinter(make_console(quiet=opts["quiet"]), threshold=opts["threshold"],
-                              model=model.model)
+    printer = ProgressPrinter(make_console(quiet=quiet), threshold=config.threshold,
+                              model=config.model.model)
     last: list[Any] = [None]
 
     def on_progress(event: Any) -> None:
         last[0] = event
         printer(event)
 
-    temperature = opts["temperature"]
-    if temperature is None:
-        temperature = 0.7 if opts["drafts"] > 1 else 0.0
-    generator = Generator(model, temperature=temperature, seed=opts["seed"])
     try:
         with printer:
-            return await arefine(
-                task, model=model, critics=critics, threshold=opts["threshold"],
-                budget=budget, n=opts["drafts"], revise=opts["revise"],
-                revise_when=opts["revise_when"], on_progress=on_progress,
-                generator=generator)
+            return await arefine(task, config, on_progress=on_progress)
     except asyncio.CancelledError:
         # Ctrl-C: asyncio.run cancels this task; keep what the run had.
-        return interrupted_result(last[0], task, opts["threshold"])
+        return interrupted_result(last[0], task, config.threshold)
     finally:
-        await model.aclose()
+        await config.model.aclose()
 
 
 def _exit_code(result: RefineResult) -> int:
@@ -208,11 +192,8 @@ def _exit_code(result: RefineResult) -> int:
     return EXIT_OK if result.reached_threshold else EXIT_BELOW_THRESHOLD
 
 
-def _read_task(opts: dict[str, Any]) -> Task:
+def _read_task(opts: dict[str, Any], *, system: str | None) -> Task:
     task_arg, draft_file, task_option = opts["task"], opts["draft_file"], opts["task_option"]
-    system = opts["system"]
-    if system is not None and not system.strip():
-        raise ConfigError("--system is empty: give a system prompt or leave it out")
     if draft_file is not None:
         if task_arg is not None:
             raise ConfigError("give the task either as TASK or as --task with -f, not both")
@@ -255,20 +236,6 @@ def _api_key(opts: dict[str, Any]) -> str | None:
     return opts["api_key"]
 
 
-def _price(text: str) -> Any:
-    from redline.llm import Price
-
-    parts = text.split(":")
-    try:
-        values = [float(p) for p in parts]
-    except ValueError:
-        values = []
-    if len(values) != 2 or not all(math.isfinite(v) and v >= 0 for v in values):
-        raise ConfigError(f"--price {text!r}: expected IN:OUT, dollars per million input "
-                          "and output tokens, e.g. 0.15:0.60")
-    return Price(input_per_mtok=values[0], output_per_mtok=values[1])
-
-
 def _budget(opts: dict[str, Any]) -> Budget:
     for flag, key in (("--threshold", "threshold"), ("--max-seconds", "max_seconds"),
                       ("--max-cost", "max_cost"), ("--temperature", "temperature")):
@@ -279,7 +246,8 @@ def _budget(opts: dict[str, Any]) -> Budget:
     if not 0.0 <= threshold <= 1.0:
         raise ConfigError(f"threshold {threshold:g} is outside [0, 1]")
     checks = [("--max-rounds", opts["max_rounds"], 0), ("--max-tokens", opts["max_tokens"], 1),
-              ("--max-calls", opts["max_calls"], 1), ("--drafts", opts["drafts"], 1)]
+              ("--max-calls", opts["max_calls"], 1), ("--drafts", opts["drafts"], 1),
+              ("--patience", opts["patience"], 1)]
     for flag, value, low in checks:
         if value is not None and value < low:
             raise ConfigError(f"{flag} must be at least {low}, got {value}")
@@ -288,6 +256,8 @@ def _budget(opts: dict[str, Any]) -> Budget:
             raise ConfigError(f"{flag} must be positive, got {opts[key]:g}")
     if opts["temperature"] is not None and not 0 <= opts["temperature"] <= 2:
         raise ConfigError(f"--temperature must be between 0 and 2, got {opts['temperature']:g}")
+    if opts["system"] is not None and not opts["system"].strip():
+        raise ConfigError("--system is empty: give a system prompt or leave it out")
     return Budget(max_rounds=opts["max_rounds"], max_tokens=opts["max_tokens"],
                   max_seconds=opts["max_seconds"], max_llm_calls=opts["max_calls"],
                   max_cost_usd=opts["max_cost"])

@@ -1,7 +1,8 @@
-"""LangGraph workflows: the refine loop, and running it."""
+"""LangGraph workflows: the refine loop, its configuration, and running it."""
 
 from redline.workflows._run import Progress, arefine, interrupted_result, refine
-from redline.workflows.refine import RefineConfig, build_refine_graph, result_from_state
+from redline.workflows.config import ModelSettings, RefineConfig, RunSpec
+from redline.workflows.graph import build_refine_graph, result_from_state
 
-__all__ = ["Progress", "RefineConfig", "arefine", "build_refine_graph", "interrupted_result",
-           "refine", "result_from_state"]
+__all__ = ["ModelSettings", "Progress", "RefineConfig", "RunSpec", "arefine",
+           "build_refine_graph", "interrupted_result", "refine", "result_from_state"]

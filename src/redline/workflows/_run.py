@@ -5,27 +5,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from redline._aio import gather_all
-from redline.agents.reviser import ReviseMode
-from redline.critics.base import Critic
-from redline.critics.panel import Panel
 from redline.errors import ConfigError, RedlineError
 from redline.llm._base import ChatModel
-from redline.types import Budget, RefineResult, ScoredCandidate, StopReason, Task, Usage
+from redline.types import RefineResult, ScoredCandidate, StopReason, Task, Usage
 from redline.workflows._state import best_of, scored_history
-from redline.workflows.refine import (
-    OnError,
-    RefineConfig,
-    ReviseWhen,
-    RunClock,
-    build_refine_graph,
-    result_from_state,
-)
+from redline.workflows.config import RefineConfig
+from redline.workflows.graph import RunClock, build_refine_graph, result_from_state
 
 __all__ = ["Progress", "arefine", "interrupted_result", "preflight_run", "refine",
            "resolve_default"]
@@ -59,71 +50,64 @@ class Progress(BaseModel):
 
 ProgressCallback = Callable[[Progress], Any]
 
-ModelSpec = ChatModel | str | None
 
 
 async def arefine(
     task: str | Task,
+    config: RefineConfig | None = None,
     *,
-    model: ModelSpec | Any = None,
-    critics: Sequence[Critic | Callable[..., Any]] | Panel | None = None,
-    threshold: float = 0.9,
-    budget: Budget | None = None,
-    n: int = 1,
-    revise: ReviseMode = "rewrite",
-    revise_when: ReviseWhen = "always",
-    revise_from: Literal["best", "last"] = "best",
-    patience: int = 2,
-    on_error: OnError = "result",
-    preflight: bool = True,
     checkpointer: Any = None,
     on_progress: ProgressCallback | None = None,
-    **options: Any,
+    **fields: Any,
 ) -> RefineResult:
     """Draft, critique and revise until the threshold or the budget; return the best.
 
+    The run is configured by a `RefineConfig`, or by its fields as keywords (validated
+    the same way), or both (the keywords change the config's fields):
+
+    ```python
+    await arefine("Q", model=model, critics=[judge], threshold=0.8)
+    await arefine("Q", config, budget=Budget(max_rounds=1))
+    ```
+
     Args:
         task: the prompt, or a `Task` (with a draft to improve, a system prompt, ...).
-        model: the chat model that drafts and revises (and judges, for judges without
-            one): a `ChatModel`, a model string (``"openai:gpt-4o-mini"``,
-            ``"ollama:qwen2.5"``, ``"local"``; see `redline.llm.resolve_model`), a
-            LangChain chat model, or None for the same default as the CLI (the
-            configured environment, else the embedded model).
-        critics: critics or ``@critic`` functions, or a `Panel`; an `LLMJudge` when None.
-        threshold: stop once the best score reaches it with every gate passed.
-        budget: limits on rounds, calls, tokens, cost and seconds (`Budget()` when None).
-        n: drafts generated in parallel in the first round (best-of-n).
-        revise: ``"rewrite"`` the whole answer or ``"edit"`` it with search/replace blocks.
-        revise_when: ``"always"``, or ``"on_failure"`` to revise only when a critic
-            flags a failure (see `Critic` for what counts as failed).
-        revise_from: revise the ``"best"`` candidate so far or the ``"last"`` one.
-        patience: stop as converged after this many rounds without a gain.
-        on_error: ``"result"``: a critic or model that breaks mid-run ends the run with
-            ``stop_reason="error"``, the error, and the best candidate so far (or the
-            unscored draft); ``"raise"``: the error propagates and nothing is returned.
-            A rejected key or unknown model (HTTP 401/403/404) always raises. With a
-            checkpointer, running a task whose stored result is an error again retries
-            it from the step that failed.
-        preflight: check every critic and the model (`Critic.preflight`,
-            `ChatModel.preflight`) before any token is spent.
+        config: the run's configuration.
         checkpointer: a LangGraph checkpointer; a run interrupted with the same task id
-            resumes where it stopped, and a finished one returns its stored result.
+            resumes where it stopped, and a finished one returns its stored result. A
+            task whose stored result is an error is retried from the step that failed.
         on_progress: called (sync or async) after each step with a `Progress`.
-        **options: ``generator=`` / ``reviser=`` to replace the default agents.
+        **fields: `RefineConfig` fields: ``model`` (a `ChatModel`, a model string such
+            as ``"openai:gpt-4o-mini"``, ``"ollama:qwen2.5"`` or ``"local"``, a
+            LangChain chat model, or None for the CLI's default: the configured
+            environment, else the embedded model), ``critics`` (an `LLMJudge` when
+            None), ``threshold`` (0.9), ``budget``, ``n`` (1), ``temperature``,
+            ``seed``, ``revise`` ("rewrite" | "edit"), ``revise_when`` ("always" |
+            "on_failure"), ``revise_from`` ("best" | "last"), ``patience`` (2),
+            ``on_error`` ("result": a critic or model that breaks mid-run ends the run
+            with ``stop_reason="error"`` and the best so far; "raise": it propagates;
+            a rejected key or unknown model, HTTP 401/403/404, always raises),
+            ``preflight`` (True: check the model and every critic before any token),
+            ``generator``, ``reviser``.
 
     Raises:
-        ConfigError: a bad argument, or a preflight found a critic or the model unable
-            to work (before any token was spent).
+        ConfigError: a bad field, or a preflight found a critic or the model unable to
+            work (before any token was spent).
         CriticError, LLMError: a critic or the model broke, with ``on_error="raise"``.
     """
     task = task if isinstance(task, Task) else Task(prompt=task)
-    chat = model if isinstance(model, ChatModel) else resolve_default(model)
-    cfg = RefineConfig(chat, critics, threshold=threshold, budget=budget, n=n, revise=revise,
-                       revise_when=revise_when, revise_from=revise_from, patience=patience,
-                       on_error=on_error, **options)
-    if preflight:
+    if "model" in fields and not isinstance(fields["model"], ChatModel):
+        fields["model"] = resolve_default(fields["model"])
+    if config is None:
+        fields.setdefault("model", None)
+        if fields["model"] is None:
+            fields["model"] = resolve_default(None)
+        cfg = RefineConfig(**fields)
+    else:
+        cfg = config.replace(**fields) if fields else config
+    if cfg.preflight:
         await preflight_run(cfg)
-    graph = build_refine_graph(chat, checkpointer=checkpointer, config=cfg)
+    graph = build_refine_graph(cfg, checkpointer=checkpointer)
     config: dict[str, Any] = {"configurable": {"thread_id": task.id},
                               "recursion_limit": cfg.recursion_limit}
     graph_input: dict[str, Any] | None = {"task": task}

@@ -15,7 +15,7 @@ import asyncio
 import contextvars
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal, cast
@@ -23,15 +23,9 @@ from typing import Any, Literal, cast
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
-from redline.agents.generator import Generator
-from redline.agents.reviser import ReviseMode, Reviser
-from redline.critics.base import Critic
-from redline.critics.judge import LLMJudge
-from redline.critics.panel import Panel
 from redline.errors import BudgetExceeded, ConfigError, LLMError, RedlineError
 from redline.llm._base import ChatModel, Meter, Tally, using_run_model
 from redline.types import (
-    Budget,
     Candidate,
     RefineResult,
     Round,
@@ -40,72 +34,18 @@ from redline.types import (
     Usage,
 )
 from redline.workflows._state import RefineState, Stop, best_of, registered, scored_history
+from redline.workflows.config import CriticsArg, RefineConfig
 
-__all__ = ["OnError", "RefineConfig", "ReviseWhen", "RunClock", "build_refine_graph",
-           "result_from_state"]
+__all__ = ["RunClock", "build_refine_graph", "result_from_state"]
 
 log = logging.getLogger("redline.workflows")
 
-ReviseWhen = Literal["always", "on_failure"]
 Update = dict[str, Any]
 
 
-OnError = Literal["result", "raise"]
-
-
-class RefineConfig:
-    """The loop's configuration, validated once (see `build_refine_graph` for the fields)."""
-
-    def __init__(self, model: ChatModel, critics: Sequence[Critic | Callable[..., Any]] | Panel
-                 | None = None, *, threshold: float = 0.9, budget: Budget | None = None,
-                 n: int = 1, revise: ReviseMode = "rewrite", revise_when: ReviseWhen = "always",
-                 revise_from: Literal["best", "last"] = "best", patience: int = 2,
-                 on_error: OnError = "result",
-                 generator: Generator | None = None, reviser: Reviser | None = None) -> None:
-        if not isinstance(model, ChatModel):
-            raise ConfigError(f"model must be a redline ChatModel, got {type(model).__name__}")
-        if not 0.0 <= threshold <= 1.0:
-            raise ConfigError(f"threshold {threshold} is outside [0, 1]")
-        if n < 1:
-            raise ConfigError(f"n must be at least 1, got {n}")
-        if patience < 1:
-            raise ConfigError(f"patience must be at least 1, got {patience}")
-        if revise_when not in ("always", "on_failure"):
-            raise ConfigError(f"revise_when must be 'always' or 'on_failure', got {revise_when!r}")
-        if revise_from not in ("best", "last"):
-            raise ConfigError(f"revise_from must be 'best' or 'last', got {revise_from!r}")
-        if on_error not in ("result", "raise"):
-            raise ConfigError(f"on_error must be 'result' or 'raise', got {on_error!r}")
-        self.model = model
-        if isinstance(critics, Panel):
-            self.panel = critics
-        else:
-            self.panel = Panel(list(critics) if critics else [LLMJudge()])
-        self.threshold = threshold
-        self.budget = budget or Budget()
-        self.n = n
-        self.revise_when = revise_when
-        self.revise_from = revise_from
-        self.patience = patience
-        self.on_error = on_error
-        self.generator = generator or Generator(model, temperature=0.7 if n > 1 else 0.0)
-        self.reviser = reviser or Reviser(model, mode=revise)
-
-    @property
-    def recursion_limit(self) -> int:
-        """LangGraph's step limit, derived from the budget (which is the real limit)."""
-        return 3 * (self.budget.max_rounds + 1) + 10
-
-    @property
-    def seconds_margin(self) -> float:
-        """Seconds kept back from ``max_seconds`` to stop and finish inside the limit."""
-        limit = self.budget.max_seconds
-        return 0.0 if limit is None else min(0.25, 0.1 * limit)
-
-
-def build_refine_graph(model: ChatModel, critics: Sequence[Critic | Callable[..., Any]] | Panel
-                       | None = None, *, checkpointer: Any = None, name: str = "refine",
-                       **options: Any) -> CompiledStateGraph:
+def build_refine_graph(config: RefineConfig | ChatModel, critics: CriticsArg = None, *,
+                       checkpointer: Any = None, name: str = "refine",
+                       **fields: Any) -> CompiledStateGraph:
     """Build the refine loop as a compiled LangGraph graph.
 
     Invoke it with ``{"task": Task(...)}``; the final state's ``result`` is the
@@ -113,22 +53,31 @@ def build_refine_graph(model: ChatModel, critics: Sequence[Critic | Callable[...
     budgets (`arefine` does this for you).
 
     Args:
-        model: the chat model that drafts and revises (and judges, for judges without one).
-        critics: critics or functions, or a `Panel`; an `LLMJudge` when None.
+        config: the run's `RefineConfig`; or, in the keyword form, the chat model, with
+            `critics` and any other `RefineConfig` field as keywords
+            (``build_refine_graph(model, [critic], threshold=0.8)``).
+        critics: the critics, in the keyword form only.
         checkpointer: any LangGraph checkpointer; the thread id is the task id.
         name: the graph's name.
-        **options: `RefineConfig` fields: ``threshold`` (0.9), ``budget`` (`Budget()`),
-            ``n`` drafts (1), ``revise`` ("rewrite" | "edit"), ``revise_when``
-            ("always" | "on_failure"), ``revise_from`` ("best" | "last"), ``patience``
-            (2), ``on_error`` ("result" | "raise"), ``generator``, ``reviser``.
+        **fields: other `RefineConfig` fields, in the keyword form only.
+
+    Raises:
+        ConfigError: an invalid field, or fields given with a `RefineConfig`.
     """
-    cfg = options.pop("config", None) or RefineConfig(model, critics, **options)
+    if isinstance(config, RefineConfig):
+        if critics is not None or fields:
+            raise ConfigError("build_refine_graph: give a RefineConfig or keyword fields, "
+                              "not both (use config.replace(...) to change one)")
+        cfg = config
+    else:
+        cfg = RefineConfig(model=config, critics=critics, **fields)
     if checkpointer is not None:
         checkpointer = registered(checkpointer)
     return _graph(cfg).compile(checkpointer=checkpointer, name=name)
 
 
 def _graph(cfg: RefineConfig) -> StateGraph:
+    drafter, fixer = cfg.drafter, cfg.fixer
     async def generate(state: RefineState) -> Update:
         task = state["task"]
         if task.draft is not None:
@@ -136,7 +85,7 @@ def _graph(cfg: RefineConfig) -> StateGraph:
                     "rounds": [Round(index=0)]}
 
         async def make() -> list[Candidate]:
-            return await cfg.generator.generate(task, cfg.n)
+            return await drafter.generate(task, cfg.n)
         return await _metered(cfg, state, make, lambda c: {
             "pending": c or [], "rounds": [Round(index=0)]}, node="generate")
 
@@ -175,7 +124,7 @@ def _graph(cfg: RefineConfig) -> StateGraph:
         index = rounds[-1].index + 1
 
         async def make() -> Candidate:
-            return await cfg.reviser.revise(state["task"], target, round=index,
+            return await fixer.revise(state["task"], target, round=index,
                                             memory=state.get("memory") or [])
         return await _metered(cfg, state, make, lambda c: {
             "pending": [c], "rounds": [Round(index=index)]} if c else {}, node="revise")

@@ -1,0 +1,253 @@
+"""A run's configuration: `RefineConfig` (typed, frozen, what the graph closes over) and
+`RunSpec` (serialisable: what the CLI, a batch worker or a report header writes down).
+
+```
+RunSpec (JSON, no secrets) ──build()──▶ RefineConfig (live objects) ──▶ build_refine_graph
+```
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from redline.agents.generator import Generator
+from redline.agents.reviser import ReviseMode, Reviser
+from redline.critics.base import Critic
+from redline.critics.panel import Panel
+from redline.errors import ConfigError
+from redline.llm._base import ChatModel
+from redline.types import Budget
+
+__all__ = ["ModelSettings", "OnError", "RefineConfig", "ReviseWhen", "RunSpec"]
+
+ReviseWhen = Literal["always", "on_failure"]
+OnError = Literal["result", "raise"]
+
+
+def _config_error(exc: ValidationError, what: str) -> ConfigError:
+    """One line from pydantic's errors: the first field and what is wrong with it."""
+    first = exc.errors()[0]
+    raised = (first.get("ctx") or {}).get("error")
+    if isinstance(raised, ConfigError):
+        return raised
+    where = ".".join(str(p) for p in first["loc"]) or what
+    return ConfigError(f"{what}: {where}: {first['msg']}")
+
+
+class RefineConfig(BaseModel):
+    """Everything the refine loop needs, validated once: policy and components.
+
+    Build it with keywords (``RefineConfig(model=m, critics=[...], threshold=0.8)``) or
+    from a `RunSpec`. Invalid values raise `ConfigError` with one line naming the field.
+    """
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True, extra="forbid",
+                              use_attribute_docstrings=True)
+
+    # -- components ------------------------------------------------------------------
+    model: ChatModel
+    """The chat model that drafts and revises (and judges, for judges without one)."""
+    critics: Panel
+    """The critics, as a `Panel` (a list of critics or ``@critic`` functions is wrapped;
+    None or empty: an `LLMJudge`)."""
+    generator: Generator | None = None
+    """The drafting agent; None: a `Generator` on `model` with `draft_temperature`."""
+    reviser: Reviser | None = None
+    """The revising agent; None: a `Reviser` on `model` in mode `revise`."""
+    reflector: Any = None
+    """Reserved for Reflexion's reflection step (the presets issue adds it)."""
+
+    # -- policy ----------------------------------------------------------------------
+    threshold: float = Field(default=0.9, ge=0.0, le=1.0)
+    """Stop once the best score reaches it with every gate passed."""
+    budget: Budget = Budget()
+    """Limits on rounds, calls, tokens, cost and seconds."""
+    n: int = Field(default=1, ge=1)
+    """Drafts generated in parallel in the first round (best-of-n)."""
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    """The drafts' sampling temperature; None: 0.0 for one draft, 0.7 for several (so
+    that best-of-n drafts differ)."""
+    seed: int | None = None
+    """The drafts' sampling seed (draft i uses ``seed + i``)."""
+    revise: ReviseMode = "rewrite"
+    """``"rewrite"`` the whole answer or ``"edit"`` it with search/replace blocks."""
+    revise_when: ReviseWhen = "always"
+    """``"on_failure"``: revise only when a critic flags a failure."""
+    revise_from: Literal["best", "last"] = "best"
+    """Revise the best candidate so far, or the last one."""
+    patience: int = Field(default=2, ge=1)
+    """Stop as converged after this many rounds without a gain."""
+    on_error: OnError = "result"
+    """``"result"``: a broken critic or model ends the run with the best so far;
+    ``"raise"``: the error propagates."""
+    preflight: bool = True
+    """Check the model and every critic before any token is spent."""
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise _config_error(exc, "RefineConfig") from None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _components(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        model = data.get("model")
+        if model is not None and not isinstance(model, ChatModel):
+            raise ConfigError(f"model must be a redline ChatModel, got {type(model).__name__}"
+                              " (arefine and RunSpec resolve model strings)")
+        critics = data.get("critics")
+        if not isinstance(critics, Panel):
+            from redline.critics.judge import LLMJudge
+
+            data["critics"] = Panel(list(critics) if critics else [LLMJudge()])
+        if data.get("budget") is None:
+            data.pop("budget", None)
+        return data
+
+    @property
+    def panel(self) -> Panel:
+        """The critics' panel (the same as `critics`)."""
+        return self.critics
+
+    @property
+    def draft_temperature(self) -> float:
+        """The temperature drafts are sampled at (see `temperature`)."""
+        if self.temperature is not None:
+            return self.temperature
+        return 0.7 if self.n > 1 else 0.0
+
+    @property
+    def drafter(self) -> Generator:
+        """The generator the loop uses: `generator`, or the default one."""
+        return self.generator or Generator(self.model, temperature=self.draft_temperature,
+                                           seed=self.seed)
+
+    @property
+    def fixer(self) -> Reviser:
+        """The reviser the loop uses: `reviser`, or the default one."""
+        return self.reviser or Reviser(self.model, mode=self.revise)
+
+    @property
+    def recursion_limit(self) -> int:
+        """LangGraph's step limit, derived from the budget (which is the real limit)."""
+        return 3 * (self.budget.max_rounds + 1) + 10
+
+    @property
+    def seconds_margin(self) -> float:
+        """Seconds kept back from ``max_seconds`` to stop and finish inside the limit."""
+        limit = self.budget.max_seconds
+        return 0.0 if limit is None else min(0.25, 0.1 * limit)
+
+    def replace(self, **fields: Any) -> RefineConfig:
+        """A copy with some fields changed, validated like a new one."""
+        current = {name: getattr(self, name) for name in type(self).model_fields}
+        return RefineConfig(**{**current, **fields})
+
+
+CriticsArg = Sequence[Critic | Callable[..., Any]] | Panel | None
+
+
+class ModelSettings(BaseModel):
+    """Which chat model a `RunSpec` uses: no secrets (keys come from the environment,
+    or are given to `RunSpec.build`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+
+    name: str | None = None
+    """A model name or spec (``gpt-4o-mini``, ``openai:gpt-4o-mini``, ``ollama:qwen2.5``,
+    ``local``); None: ``REDLINE_MODEL``, else the server's or the embedded default."""
+    base_url: str | None = None
+    """An OpenAI-compatible server; None: ``OPENAI_BASE_URL`` where the provider reads it."""
+    model_path: str | None = None
+    """A GGUF file for the embedded model."""
+    price_in: float | None = Field(default=None, ge=0)
+    """Dollars per million prompt tokens (with `price_out`: the model's `Price`)."""
+    price_out: float | None = Field(default=None, ge=0)
+    """Dollars per million completion tokens."""
+
+
+class RunSpec(BaseModel):
+    """A serialisable description of a run: model settings, critic specs as the command
+    line writes them, policy and preset. It round-trips through JSON, never holds a
+    secret, and `build` turns it into a `RefineConfig`.
+
+    ``redline refine`` is parse → `RunSpec` → `RefineConfig` → run; batch workers and
+    report headers use the same description.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+
+    model: ModelSettings = ModelSettings()
+    """The chat model."""
+    critics: list[str] = Field(default_factory=lambda: ["judge"])
+    """Critic specs, ``NAME[:ARG]`` as for ``--critic`` (see `redline.plugins`)."""
+    critic_settings: dict[str, Any] = Field(default_factory=dict)
+    """Command-line settings passed to critic factories that declare them
+    (``rm_device``, ``rm_batch_size``)."""
+    threshold: float = Field(default=0.9, ge=0.0, le=1.0)
+    """See `RefineConfig.threshold`."""
+    budget: Budget = Budget()
+    """See `RefineConfig.budget`."""
+    n: int = Field(default=1, ge=1)
+    """See `RefineConfig.n`."""
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    """See `RefineConfig.temperature`."""
+    seed: int | None = None
+    """See `RefineConfig.seed`."""
+    revise: ReviseMode = "rewrite"
+    """See `RefineConfig.revise`."""
+    revise_when: ReviseWhen = "always"
+    """See `RefineConfig.revise_when`."""
+    revise_from: Literal["best", "last"] = "best"
+    """See `RefineConfig.revise_from`."""
+    patience: int = Field(default=2, ge=1)
+    """See `RefineConfig.patience`."""
+    on_error: OnError = "result"
+    """See `RefineConfig.on_error`."""
+    system: str | None = None
+    """A system prompt for the tasks of the run (a task's own wins)."""
+    preset: str | None = None
+    """The preset the run was configured from (None: plain refine)."""
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise _config_error(exc, "RunSpec") from None
+
+    def chat_model(self, *, api_key: str | None = None) -> ChatModel:
+        """The chat model these settings select (`api_key` is never stored)."""
+        from redline.llm import Price, resolve_model
+
+        m = self.model
+        chat = resolve_model(m.name, base_url=m.base_url, api_key=api_key,
+                             model_path=m.model_path)
+        if m.price_in is not None or m.price_out is not None:
+            chat.price = Price(input_per_mtok=m.price_in or 0.0,
+                               output_per_mtok=m.price_out or 0.0)
+        return chat
+
+    def build(self, *, api_key: str | None = None, model: ChatModel | None = None
+              ) -> RefineConfig:
+        """The `RefineConfig` this spec describes: the model resolved (`model` when
+        given), each critic built through the plugin registry.
+
+        Raises:
+            ConfigError: an unknown critic, a bad argument, a model that cannot be made.
+        """
+        from redline.plugins import build_critic
+
+        settings = {k: v for k, v in self.critic_settings.items() if v is not None}
+        critics = [build_critic(spec, settings) for spec in self.critics or ["judge"]]
+        policy = self.model_dump(include={
+            "threshold", "n", "temperature", "seed", "revise", "revise_when",
+            "revise_from", "patience", "on_error"})
+        return RefineConfig(model=model or self.chat_model(api_key=api_key),
+                            critics=critics, budget=self.budget, **policy)
