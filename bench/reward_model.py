@@ -1,4 +1,4 @@
-"""Throughput of `RewardModelCritic` under concurrent loops, against two baselines.
+"""Throughput of the reward-model critic under concurrent loops, against two baselines.
 
 A reward model of a few million parameters (a 4-layer Llama sequence classifier with a
 BPE tokenizer and a chat template) is built and saved in a temporary folder: nothing is
@@ -6,9 +6,10 @@ downloaded. The same (prompt, answer) samples are scored three ways, for short a
 (8 to 32 words, about 15 to 55 tokens with the prompt) and long ones (32 to 160 words,
 about 40 to 180 tokens):
 
-- critic: `RewardModelCritic` under ``--loops`` concurrent asyncio loops, each critiquing
-  its share of the samples one after the other (as refine loops do); the micro-batcher
-  coalesces them into forward passes of up to ``--batch-size``;
+- critic: `RewardModelCritic` (a `RewardCritic` over a `TransformersRewardModel`) under
+  ``--loops`` concurrent asyncio loops, each critiquing its share of the samples one
+  after the other (as refine loops do); the source's micro-batcher coalesces them into
+  forward passes of up to ``--batch-size``;
 - (a) one forward pass per sample: the same critic with ``batch_size=1`` (forward passes
   one after the other in its worker thread);
 - (a') naive: one forward pass per critique, each in its own worker thread
@@ -145,7 +146,8 @@ def bare_side(model: torch.nn.Module, tokenizer: object,
 def run_profile(args: argparse.Namespace, batched: RewardModelCritic,
                 single: RewardModelCritic, samples: list[tuple[str, str]]) -> dict[str, float]:
     """Samples/s of each side (medians over the repeats), plus run facts."""
-    model, tokenizer = batched._hf_model, batched._tokenizer  # the same weights, loaded once
+    # The same weights, loaded once.
+    model, tokenizer = batched.source._hf_model, batched.source._tokenizer
     device = next(model.parameters()).device
     warm = samples[:args.batch_size]
     asyncio.run(critic_side(batched, warm, args.loops))
@@ -193,7 +195,7 @@ def main() -> None:
         results = {name: run_profile(args, batched, single,
                                      make_samples(args.samples, words))
                    for name, words in PROFILES.items()}
-        model = batched._hf_model
+        model = batched.source._hf_model
 
     print(f"{platform.processor() or platform.machine()}, {platform.system()}, "
           f"Python {platform.python_version()}, torch {torch.__version__} "

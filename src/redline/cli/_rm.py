@@ -57,7 +57,8 @@ def calibrate_command(data: str, model_path: str, device: str, batch_size: int) 
       redline rm calibrate prefs.jsonl --model ./models/reward
       redline rm calibrate labelled.jsonl --model ./models/reward --device cuda
     """
-    from redline.critics.reward_model import RewardModelCritic, calibrate
+    from redline.critics import calibrate
+    from redline.feedback_sources.rewards import TransformersRewardModel
 
     try:
         kind, rows = _read_rows(data)
@@ -67,16 +68,16 @@ def calibrate_command(data: str, model_path: str, device: str, batch_size: int) 
                               "model's local folder (the calibration is written into it)")
         if batch_size < 1:
             raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
-        critic = RewardModelCritic(folder, device=device, batch_size=batch_size)
+        source = TransformersRewardModel(folder, device=device, batch_size=batch_size)
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # one progress line per weight file is noise here
         if kind == "pairs":
             items = [(r["prompt"], r[k]) for r in rows for k in ("chosen", "rejected")]
-            raw = asyncio.run(critic.rewards(items))
+            raw = asyncio.run(source.rewards(items))
             cal = calibrate(raw, pairs=[(2 * i, 2 * i + 1) for i in range(len(rows))])
         else:
-            raw = asyncio.run(critic.rewards([(r["prompt"], r["response"]) for r in rows]))
+            raw = asyncio.run(source.rewards([(r["prompt"], r["response"]) for r in rows]))
             cal = calibrate(raw, labels=[r["label"] for r in rows])
         path = cal.save(folder)
     except ConfigError as exc:
@@ -105,7 +106,7 @@ def show_command(model_path: str) -> None:
     Example:
       redline rm show ./models/reward
     """
-    from redline.critics.reward_model import Calibration
+    from redline.critics import Calibration
 
     try:
         cal = Calibration.load(model_path)

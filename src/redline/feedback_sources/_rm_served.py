@@ -204,7 +204,7 @@ class ServedRewardModel:
     async def _send(self, items: list[tuple[str, str]]) -> list[float]:
         body = self._request_body(items)
         try:
-            data = await self._retrying.copy()(self._post, body)
+            data: Any = await self._retrying.copy()(self._post, body)
         except RetryError as exc:
             attempts, last = exc.last_attempt.attempt_number, exc.last_attempt.exception()
             raise FeedbackSourceError(
