@@ -1,0 +1,95 @@
+"""RefineConfig (typed, frozen, validated once) and RunSpec (serialisable, no secrets)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import answers, score_table
+
+import redline
+from redline import Budget, ConfigError, StopReason
+from redline.critics import LLMJudge, Panel
+from redline.testing import OpenAICompatServer, ScriptedChat
+from redline.workflows import RefineConfig, RunSpec, build_refine_graph
+
+
+def test_refine_config_is_frozen_and_says_which_field_is_wrong() -> None:
+    cfg = RefineConfig(model=ScriptedChat(), critics=[lambda t: 1.0])
+    assert isinstance(cfg.critics, Panel) and cfg.panel is cfg.critics
+    with pytest.raises(Exception, match="frozen"):
+        cfg.threshold = 0.5  # type: ignore[misc]
+    with pytest.raises(ConfigError, match="RefineConfig: budget: Input should be"):
+        RefineConfig(model=ScriptedChat(), budget="lots")
+    with pytest.raises(ConfigError, match="model must be a redline ChatModel, got str"):
+        RefineConfig(model="gpt-4o")
+    assert isinstance(RefineConfig(model=ScriptedChat()).critics.critics[0], LLMJudge)
+
+
+def test_policy_defaults_are_visible_fields() -> None:
+    one = RefineConfig(model=ScriptedChat())
+    many = one.replace(n=4)
+    assert (one.temperature, one.draft_temperature) == (None, 0.0)
+    assert many.draft_temperature == 0.7 and many.drafter.temperature == 0.7
+    assert many.replace(temperature=0.2).drafter.temperature == 0.2
+    assert one.replace(seed=5).drafter.seed == 5
+    assert one.threshold == 0.9 and one.patience == 2 and one.on_error == "result"
+
+
+async def test_arefine_takes_a_config_and_keyword_changes() -> None:
+    cfg = RefineConfig(model=answers("a", "b"), critics=[score_table(a=0.2, b=1.0)],
+                       budget=Budget(max_rounds=0))
+    first = await redline.arefine("Q", cfg)
+    assert first.stop_reason is StopReason.budget and first.text == "a"
+    second = await redline.arefine("Q", cfg, budget=Budget(max_rounds=1))
+    assert second.stop_reason is StopReason.threshold and second.text == "b"
+
+
+async def test_build_refine_graph_takes_a_config_or_the_keyword_form() -> None:
+    cfg = RefineConfig(model=answers("a"), critics=[lambda t: 1.0])
+    out = await build_refine_graph(cfg).ainvoke({"task": redline.Task(prompt="Q")})
+    assert out["result"].text == "a"
+    keyword = build_refine_graph(answers("b"), [lambda t: 1.0], threshold=0.5)
+    assert (await keyword.ainvoke({"task": redline.Task(prompt="Q")}))["result"].text == "b"
+    with pytest.raises(ConfigError, match="not both"):
+        build_refine_graph(cfg, threshold=0.5)
+
+
+def test_run_spec_round_trips_through_json_and_holds_no_secret() -> None:
+    spec = RunSpec(model={"name": "vllm:qwen", "base_url": "http://127.0.0.1:8000/v1",
+                          "price_in": 0.1, "price_out": 0.2},
+                   critics=["judge", "cmd:gcc -fsyntax-only {file}"],
+                   budget=Budget(max_rounds=2, max_seconds=30), n=3, patience=4,
+                   revise_from="last", system="Be brief.", preset=None)
+    text = spec.model_dump_json()
+    assert RunSpec.model_validate_json(text) == spec
+    config = spec.build(api_key="sk-SECRET-KEY")
+    assert "sk-SECRET" not in text and "sk-SECRET" not in json.dumps(spec.model_dump())
+    assert [c.name for c in config.critics.critics] == ["judge", "gcc"]
+    assert (config.n, config.patience, config.revise_from) == (3, 4, "last")
+    assert config.budget.max_seconds == 30 and config.model.price.output_per_mtok == 0.2
+    with pytest.raises(ConfigError, match="RunSpec: n: Input should be greater"):
+        RunSpec(n=0)
+    with pytest.raises(ConfigError, match="unknown critic 'nope'"):
+        RunSpec(critics=["nope"]).build(model=ScriptedChat())
+
+
+def test_the_cli_runs_through_a_run_spec_and_writes_it_as_settings(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from redline.cli import cli
+
+    for var in ("OPENAI_BASE_URL", "OPENAI_API_KEY", "REDLINE_MODEL"):
+        monkeypatch.delenv(var, raising=False)
+    with OpenAICompatServer(handler=lambda r: '{"score": 10, "feedback": ""}'
+                            if r.get("response_format") else "an answer") as server:
+        out = CliRunner().invoke(cli, [
+            "refine", "Q", "--base-url", server.base_url, "--json", "-q",
+            "--revise-from", "last", "--patience", "3", "--api-key", "sk-NOT-WRITTEN"])
+    assert out.exit_code == 0, out.output
+    doc = json.loads(out.stdout)
+    spec = RunSpec.model_validate(doc["settings"])
+    assert (spec.revise_from, spec.patience) == ("last", 3)
+    assert spec.model.base_url == server.base_url and spec.critics == ["judge"]
+    assert "sk-NOT-WRITTEN" not in out.stdout
