@@ -203,10 +203,14 @@ class ScoredCandidate(_Frozen):
 
     @property
     def feedback(self) -> str:
-        """The critics' feedback as the reviser sees it: one section per critic."""
-        parts = [f"[{c.critic}] (score {c.score:.2f}) {c.feedback.strip()}"
-                 for c in self.critiques if c.feedback.strip()]
-        return "\n\n".join(parts)
+        """The critics' feedback as the default reviser reads it.
+
+        Kept for compatibility: the text is `redline.agents.render_feedback`'s, which is
+        where the reviser's reading of feedback is defined (and replaced by presets).
+        """
+        from redline.agents.feedback import render_feedback  # the agents own prompt text
+
+        return render_feedback(self)
 
 
 class Round(_Frozen):
