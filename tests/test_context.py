@@ -127,3 +127,8 @@ async def test_the_run_model_is_set_for_the_block_and_its_tasks() -> None:
 
 async def _run_model_in_task() -> object:
     return run_model()
+
+
+def test_every_public_name_has_a_docstring() -> None:
+    for name in context.__all__:
+        assert getattr(context, name).__doc__, f"redline.context.{name} has no docstring"
