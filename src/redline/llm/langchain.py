@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from redline.errors import ConfigError, LLMError, MissingDependencyError
-from redline.llm._base import ChatModel, Completion, Message, Price
-from redline.types import Usage
+from redline.llm._base import ChatModel, Completion, Message
+from redline.types import Price, Usage
 
 __all__ = ["LangChainChat"]
 

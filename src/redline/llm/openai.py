@@ -31,8 +31,8 @@ from tenacity import (
 from redline._aio import PerLoop
 from redline._retry import is_transient_status, retrying, root_cause
 from redline.errors import ConfigError, LLMError, LLMResponseError, LLMUnavailableError
-from redline.llm._base import ChatModel, Completion, Message, Price, json_schema_format
-from redline.types import Usage
+from redline.llm._base import ChatModel, Completion, Message, json_schema_format
+from redline.types import Price, Usage
 
 __all__ = ["OpenAIChat"]
 
