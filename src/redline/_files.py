@@ -4,14 +4,18 @@ and writing results without losing or half-writing anything."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import stat
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from redline.errors import ConfigError
 
-__all__ = ["check_writable", "read_config_text", "write_output"]
+__all__ = ["append_line", "atomic_write", "check_writable", "read_config_text", "read_jsonl",
+           "write_output"]
 
 
 def read_config_text(path: str | Path, what: str) -> str:
@@ -62,10 +66,9 @@ def check_writable(path: str | Path) -> Path:
 def write_output(path: str | Path, text: str) -> None:
     """Write `text` to `path` so that no reader sees half a file and nothing is lost.
 
-    A regular file (or a new one) is replaced atomically (a temporary file in the same
-    folder, fsync, rename) keeping the old file's mode, or the umask's mode for a new
-    one. A symlink is followed and its target replaced. A FIFO or device (``-o
-    /dev/stdout``) is written directly.
+    A regular file (or a new one) is replaced atomically (`atomic_write`) keeping the
+    old file's mode, or the umask's mode for a new one. A symlink is followed and its
+    target replaced. A FIFO or device (``-o /dev/stdout``) is written directly.
 
     Raises:
         OSError: the write failed (the old file, if any, is unchanged).
@@ -74,7 +77,18 @@ def write_output(path: str | Path, text: str) -> None:
         with open(path, "w", encoding="utf-8") as f:
             f.write(text)
         return
-    real = Path(path).resolve()
+    atomic_write(Path(path).resolve(), text)
+
+
+def atomic_write(path: str | Path, text: str) -> None:
+    """Replace `path` with `text` atomically: a temporary file in the same folder,
+    fsync, rename. The old file's mode (and owner, for root) is kept; a new file gets
+    the umask's mode.
+
+    Raises:
+        OSError: the write failed (the old file, if any, is unchanged).
+    """
+    real = Path(path)
     fd, tmp = tempfile.mkstemp(dir=real.parent, prefix=f".{real.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -92,6 +106,44 @@ def write_output(path: str | Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def append_line(path: str | Path, line: str) -> None:
+    """Append one line (a newline is added) and fsync, so that a crash after the call
+    returns never loses it: the building block of crash-safe JSONL logs.
+
+    Raises:
+        ValueError: `line` contains a newline.
+        OSError: the write failed.
+    """
+    if "\n" in line:
+        raise ValueError("append_line writes one line: the text contains a newline")
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(line + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_jsonl(path: str | Path, what: str = "file") -> Iterator[tuple[int, Any]]:
+    """The JSON value of each non-blank line of a JSONL file, with its line number.
+
+    Raises:
+        ConfigError: the file is unreadable or not UTF-8, or a line is not JSON (naming
+            the file and the line).
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"cannot read {what} {str(path)!r}: not UTF-8 text") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {str(path)!r}: {exc.strerror or exc}") from None
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            yield number, json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path}, line {number}: not JSON ({exc.msg})") from None
 
 
 def _special(path: Path) -> bool:

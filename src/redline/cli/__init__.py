@@ -14,18 +14,20 @@ from typing import Any
 import click
 
 from redline._version import __version__
+from redline.cli._boundary import (
+    EXIT_BELOW_THRESHOLD,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    GuardedGroup,
+)
 
 __all__ = ["EXIT_BELOW_THRESHOLD", "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE",
            "cli", "main"]
 
-EXIT_OK = 0
-EXIT_BELOW_THRESHOLD = 1
-EXIT_USAGE = 2
-EXIT_FAILED = 3
-EXIT_INTERRUPTED = 130
 
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=GuardedGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "-V", "--version", prog_name="redline")
 def cli() -> None:
     """redline: check and fix an LLM's answer before it ships.

@@ -7,21 +7,15 @@ import logging
 import math
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 
-from redline.cli import (
-    EXIT_BELOW_THRESHOLD,
-    EXIT_FAILED,
-    EXIT_INTERRUPTED,
-    EXIT_OK,
-    EXIT_USAGE,
-    cli,
-)
+from redline.cli import EXIT_BELOW_THRESHOLD, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, cli
+from redline.cli._boundary import die
 from redline.cli._options import read_key_file, spec_fields
 from redline.cli._progress import ProgressPrinter, make_console, stop_line
-from redline.errors import ConfigError, LLMError, LLMUnavailableError, RedlineError
+from redline.errors import ConfigError
 from redline.types import Budget, RefineResult, StopReason, Task
 
 DEFAULT_FILE_TASK = "Improve the following text. Keep its meaning, fix its errors."
@@ -108,26 +102,14 @@ def refine_command(**opts: Any) -> None:
     """
     quiet = opts["quiet"]
     logging.getLogger("redline").setLevel(logging.ERROR if quiet else logging.WARNING)
-    try:
-        result, settings = _refine(opts)
-    except ConfigError as exc:
-        _die(str(exc), EXIT_USAGE)
-    except LLMError as exc:
-        # Nothing listening, a wrong key, a wrong model name: the configuration is wrong.
-        wrong_setup = exc.status in (401, 403, 404) or (
-            isinstance(exc, LLMUnavailableError) and exc.last_status is None)
-        _die(str(exc), EXIT_USAGE if wrong_setup else EXIT_FAILED)
-    except RedlineError as exc:
-        _die(str(exc), EXIT_FAILED)
-    except KeyboardInterrupt:
-        _die("interrupted", EXIT_INTERRUPTED)
+    result, settings = _refine(opts)  # errors: the group's boundary (cli/_boundary.py)
     code = _exit_code(result)
     # On a terminal the progress printer already said why (except for an interrupt).
     if not quiet and (not sys.stderr.isatty() or code == EXIT_INTERRUPTED):
         click.echo(f"redline: {stop_line(result)}", err=True)
     text = (_json(result.document(settings)) if opts["as_json"] else result.text)
     if text is None:
-        _die(f"nothing to write: no answer was made ({result.stop_detail})",
+        die(f"nothing to write: no answer was made ({result.stop_detail})",
              code if code != EXIT_BELOW_THRESHOLD else EXIT_FAILED)
     if not text.endswith("\n"):
         text += "\n"
@@ -137,7 +119,7 @@ def refine_command(**opts: Any) -> None:
         try:
             write_output(opts["output"], text)
         except OSError as exc:
-            _die(f"cannot write {opts['output']!r}: {exc.strerror or exc}", EXIT_FAILED)
+            die(f"cannot write {opts['output']!r}: {exc.strerror or exc}", EXIT_FAILED)
     else:
         click.echo(text, nl=False)
     sys.exit(code)
@@ -269,6 +251,3 @@ def _json(document: dict[str, Any]) -> str:
     return json.dumps(document, indent=2, ensure_ascii=False)
 
 
-def _die(message: str, code: int) -> NoReturn:
-    click.echo(f"redline: error: {message}", err=True)
-    sys.exit(code)
