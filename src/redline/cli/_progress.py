@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.status import Status
 
 from redline.types import RefineResult
-from redline.workflows._run import Progress
+from redline.workflows import Progress
 
 __all__ = ["ProgressPrinter", "make_console", "stop_line"]
 
