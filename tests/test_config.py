@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from pydantic import ValidationError
 from conftest import answers, score_table
 
 import redline
@@ -17,7 +18,7 @@ from redline.workflows import RefineConfig, RunSpec, build_refine_graph
 def test_refine_config_is_frozen_and_says_which_field_is_wrong() -> None:
     cfg = RefineConfig(model=ScriptedChat(), critics=[lambda t: 1.0])
     assert isinstance(cfg.critics, Panel) and cfg.panel is cfg.critics
-    with pytest.raises(Exception, match="frozen"):
+    with pytest.raises(ValidationError, match="frozen"):
         cfg.threshold = 0.5  # type: ignore[misc]
     with pytest.raises(ConfigError, match="RefineConfig: budget: Input should be"):
         RefineConfig(model=ScriptedChat(), budget="lots")

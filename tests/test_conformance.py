@@ -7,6 +7,8 @@ import itertools
 
 import pytest
 
+import redline
+
 from redline import Critic, Critique, critic
 from redline.testing import acheck_critic, check_critic
 
@@ -77,7 +79,7 @@ async def test_shared_state_under_concurrency_is_caught() -> None:
 
 
 async def test_sync_check_refuses_inside_a_running_loop() -> None:
-    with pytest.raises(Exception, match="use `await acheck_critic"):
+    with pytest.raises(redline.ConfigError, match="use `await acheck_critic"):
         check_critic(critic(lambda t: 1.0), SAMPLES)
 
 
