@@ -11,7 +11,7 @@ import pytest
 
 import redline
 from redline import prompts
-from redline.agents import Reviser, render_feedback
+from redline.agents import Generator, Reviser, render_feedback
 from redline.critics import FactCheckCritic, GeneratedTestsCritic, LLMJudge
 from redline.errors import ConfigError
 from redline.feedback_sources import Hit
@@ -124,6 +124,14 @@ def test_a_reviser_prompt_is_checked_when_the_reviser_is_built() -> None:
         Reviser(ScriptedChat(), prompt="revise_rewirte")
     with pytest.raises(ConfigError, match=r"uses \$task"):
         Reviser(ScriptedChat(), system="You solve $task")
+
+
+async def test_the_generator_takes_a_system_prompt() -> None:
+    model = ScriptedChat(["Paris"])
+    await Generator(model, system="Answer in one word.").generate(TASK)
+    assert model.calls[0]["messages"][0] == {"role": "system",
+                                             "content": "Answer in one word."}
+    assert Generator(model).messages(TASK)[0]["content"] == render("generate_system")
 
 
 # --- the judge's prompt -------------------------------------------------------------------

@@ -6,7 +6,7 @@ import asyncio
 
 from redline.errors import BudgetExceeded
 from redline.llm import ChatModel, Message
-from redline.prompts import render
+from redline.prompts import check, render
 from redline.types import Candidate, Task
 
 __all__ = ["Generator"]
@@ -20,10 +20,17 @@ class Generator:
         temperature: sampling temperature (n > 1 needs > 0 to get different drafts).
         max_tokens: each draft's token limit (clamped further by the run's budget).
         seed: base seed; draft i uses ``seed + i``.
+        system: the system message when the task has none (a name from
+            `redline.prompts` or template text, no placeholders).
+
+    Raises:
+        ConfigError: an unknown prompt name or a system prompt with placeholders.
     """
 
     def __init__(self, model: ChatModel, *, temperature: float = 0.7, max_tokens: int = 1024,
-                 seed: int | None = None) -> None:
+                 seed: int | None = None, system: str = "generate_system") -> None:
+        check(system, allowed=())
+        self.system = system
         self.model = model
         self.temperature = temperature
         self.max_tokens = max_tokens
@@ -31,7 +38,7 @@ class Generator:
 
     def messages(self, task: Task) -> list[Message]:
         """The conversation that asks for a draft."""
-        return [{"role": "system", "content": task.system or render("generate_system")},
+        return [{"role": "system", "content": task.system or render(self.system)},
                 {"role": "user", "content": task.prompt}]
 
     async def generate(self, task: Task, n: int = 1) -> list[Candidate]:
