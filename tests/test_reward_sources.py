@@ -6,6 +6,9 @@ import asyncio
 import json
 import math
 import socket
+import subprocess
+import sys
+import textwrap
 import threading
 from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -189,3 +192,29 @@ def test_the_thin_constructors_are_the_one_critic() -> None:
     assert issubclass(RewardModelCritic, RewardCritic)
     assert RewardModelCritic.critique_many is RewardCritic.critique_many
     assert RemoteRewardCritic.critique_many is RewardCritic.critique_many
+
+
+def test_a_served_model_used_from_two_event_loops_exits_cleanly() -> None:
+    from test_remote_reward import RewardServer, reward
+
+    script = textwrap.dedent("""
+        import asyncio, sys, warnings
+        warnings.simplefilter("error", ResourceWarning)
+        from redline.critics import RemoteRewardCritic
+        from redline.types import Candidate, Task
+        critic = RemoteRewardCritic(sys.argv[1])
+        for _ in range(2):  # a client per loop; neither is closed by hand
+            got = asyncio.run(critic.critique(Task(prompt="Q"), Candidate(text="Paris.")))
+            print(got.raw)
+    """)
+    server = RewardServer()
+    try:
+        out = subprocess.run([sys.executable, "-X", "dev", "-c", script,
+                              server.url + "/predict"], capture_output=True, text=True,
+                             timeout=120)
+    finally:
+        server.close()
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [str(reward("Paris."))] * 2
+    assert "Event loop is closed" not in out.stderr and "Traceback" not in out.stderr
+    assert "ResourceWarning" not in out.stderr and "unclosed" not in out.stderr

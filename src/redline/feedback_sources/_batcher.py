@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-from redline._aio import gather_all
+from redline._aio import PerLoop, gather_all
 
 __all__ = ["MicroBatcher"]
 
@@ -19,11 +18,15 @@ ResultT = TypeVar("ResultT")
 
 @dataclass
 class _LoopQueue(Generic[ItemT, ResultT]):
+    slots: asyncio.Semaphore
     pending: list[tuple[ItemT, asyncio.Future[ResultT]]] = field(default_factory=list)
     full: asyncio.Event = field(default_factory=asyncio.Event)
     drain: asyncio.Task[None] | None = None
-    slots: asyncio.Semaphore | None = None
     running: set[asyncio.Task[None]] = field(default_factory=set)
+
+
+async def _drop(queue: _LoopQueue[Any, Any]) -> None:
+    """Nothing to release: the queue is let go with its loop (its tasks ended with it)."""
 
 
 class MicroBatcher(Generic[ItemT, ResultT]):
@@ -33,8 +36,9 @@ class MicroBatcher(Generic[ItemT, ResultT]):
     batch (``max_batch`` items), then hands every item pending to ``run``; items arriving
     while ``concurrency`` batches are in flight queue up and go together in the next
     one. So N concurrent submissions take about N / max_batch batches, and ``run`` may
-    get more than ``max_batch`` items (it splits them). The queues live on the event
-    loop (one per loop; nothing outlives the work, so no task is left when a loop ends).
+    get more than ``max_batch`` items (it splits them). Each event loop has its own
+    queue (a `PerLoop` value, let go when the loop shuts down), so calls from several
+    loops share ``run`` but never each other's asyncio objects.
 
     Args:
         run: scores a list of items, returning one result per item, in order.
@@ -49,17 +53,15 @@ class MicroBatcher(Generic[ItemT, ResultT]):
         self.max_batch = max_batch
         self.max_wait = max_wait
         self.concurrency = concurrency
-        self._queues: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, _LoopQueue[ItemT, ResultT]] = weakref.WeakKeyDictionary()
+        self._queues: PerLoop[_LoopQueue[ItemT, ResultT]] = PerLoop(
+            lambda: _LoopQueue(slots=asyncio.Semaphore(concurrency)), close=_drop)
 
     async def submit_many(self, items: Sequence[ItemT]) -> list[ResultT]:
         """Queue items and wait for their results (they may share batches with others)."""
         if not items:
             return []
         loop = asyncio.get_running_loop()
-        queue = self._queues.get(loop)
-        if queue is None:
-            queue = self._queues[loop] = _LoopQueue(slots=asyncio.Semaphore(self.concurrency))
+        queue = self._queues.get()
         futures = [loop.create_future() for _ in items]
         queue.pending.extend(zip(items, futures, strict=True))
         if len(queue.pending) >= self.max_batch:
@@ -69,7 +71,6 @@ class MicroBatcher(Generic[ItemT, ResultT]):
         return await gather_all(*futures)
 
     async def _drain(self, queue: _LoopQueue[ItemT, ResultT]) -> None:
-        assert queue.slots is not None
         loop = asyncio.get_running_loop()
         while queue.pending:
             if len(queue.pending) < self.max_batch and self.max_wait > 0:
@@ -84,24 +85,13 @@ class MicroBatcher(Generic[ItemT, ResultT]):
                 continue
             task = loop.create_task(self._run(batch))
             queue.running.add(task)
-            task.add_done_callback(lambda t: self._finished(loop, queue, t))
+            task.add_done_callback(lambda t: self._finished(queue, t))
         queue.drain = None
-        self._forget_if_idle(loop, queue)
 
-    def _finished(self, loop: asyncio.AbstractEventLoop, queue: _LoopQueue[ItemT, ResultT],
-                  task: asyncio.Task[None]) -> None:
+    @staticmethod
+    def _finished(queue: _LoopQueue[ItemT, ResultT], task: asyncio.Task[None]) -> None:
         queue.running.discard(task)
-        assert queue.slots is not None
         queue.slots.release()
-        self._forget_if_idle(loop, queue)
-
-    def _forget_if_idle(self, loop: asyncio.AbstractEventLoop,
-                        queue: _LoopQueue[ItemT, ResultT]) -> None:
-        # An idle queue is dropped: its tasks and primitives refer to the loop, so keeping
-        # it would keep every finished loop (one per `refine()` call) alive.
-        if not queue.pending and not queue.running and queue.drain is None \
-                and self._queues.get(loop) is queue:
-            del self._queues[loop]
 
     async def _run(self, batch: list[tuple[ItemT, asyncio.Future[ResultT]]]) -> None:
         try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
@@ -11,7 +10,7 @@ from urllib.parse import urlsplit
 import httpx
 from tenacity import RetryCallState, RetryError
 
-from redline._aio import gather_all
+from redline._aio import PerLoop, gather_all
 from redline._retry import is_transient_status, retrying, root_cause
 from redline.errors import ConfigError, CriticError, FeedbackSourceError
 from redline.feedback_sources._batcher import MicroBatcher
@@ -143,8 +142,9 @@ class ServedRewardModel:
         self.requests = 0
         self._origin = {"server": self.url, "protocol": self.protocol}
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client: httpx.AsyncClient | None = None
-        self._client_loop: asyncio.AbstractEventLoop | None = None
+        # Connections belong to one event loop: a client per loop, closed with it.
+        self._clients: PerLoop[httpx.AsyncClient] = PerLoop(
+            lambda: httpx.AsyncClient(timeout=self.timeout), close=httpx.AsyncClient.aclose)
         self._retrying = retrying(transient=_is_transient, headers_of=_headers_of,
                                   max_attempts=max_attempts, max_wait=max_wait,
                                   multiplier=0.25, before_sleep=self._log_retry)
@@ -187,10 +187,9 @@ class ServedRewardModel:
                               f"{type(root_cause(exc)).__name__}: {root_cause(exc)}") from None
 
     async def aclose(self) -> None:
-        """Close the HTTP connections of the current event loop's client."""
-        if self._client is not None and self._client_loop is asyncio.get_running_loop():
-            await self._client.aclose()
-        self._client = self._client_loop = None
+        """Close the HTTP connections of the current event loop's client (those of
+        other loops close when their loop shuts down)."""
+        await self._clients.aclose()
 
     async def _score(self, items: list[tuple[str, str]]) -> list[Reward]:
         if self.protocol == "vllm" and self.render is None:
@@ -261,8 +260,7 @@ class ServedRewardModel:
 
     async def _post(self, body: dict[str, Any]) -> Any:
         self.requests += 1
-        response = await self._loop_client().post(self.url, json=body,
-                                                   headers=self._headers)
+        response = await self._clients.get().post(self.url, json=body, headers=self._headers)
         if response.status_code >= 400:
             raise _Status(response)
         try:
@@ -270,15 +268,6 @@ class ServedRewardModel:
         except ValueError as exc:
             raise CriticError(f"reward model server {self.url} answered with something "
                               f"that is not JSON: {response.text[:200]!r}") from exc
-
-    def _loop_client(self) -> httpx.AsyncClient:
-        """The client of the running event loop: its connections belong to one loop, and
-        each `refine()` call runs a new loop."""
-        loop = asyncio.get_running_loop()
-        if self._client is None or self._client_loop is not loop:
-            self._client = httpx.AsyncClient(timeout=self.timeout)
-            self._client_loop = loop
-        return self._client
 
     def _log_retry(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
