@@ -157,3 +157,13 @@ def test_refine_with_the_rm_critic_stops_at_the_threshold(model_dir: Path) -> No
     draft, revised = (r.scored[0].critiques[0] for r in run_result.rounds)
     assert draft.critic == "rm" and draft.score < 0.1 < 0.9 < revised.score
     assert revised.evidence["calibrated"] is True
+
+
+def test_a_model_that_breaks_is_one_line_and_exit_3(tmp_path: Path) -> None:
+    folder = build_reward_model(tmp_path / "causal", causal=True)
+    data = write_jsonl(tmp_path / "d.jsonl", [{"prompt": "p", "chosen": "a", "rejected": "b"}] * 2)
+    result = run("rm", "calibrate", str(data), "--model", str(folder))
+    assert result.exit_code == 3, result.output
+    assert result.output.startswith("redline: error: ") and result.output.count("\n") == 1
+    assert "LlamaForCausalLM, not a reward model" in result.output
+    assert not (folder / CALIBRATION_FILE).exists()

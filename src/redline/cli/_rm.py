@@ -17,15 +17,14 @@ It writes ``redline_calibration.json`` next to the model's ``config.json``, wher
 from __future__ import annotations
 
 import asyncio
-import json
-import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 
-from redline.cli import EXIT_FAILED, EXIT_USAGE, cli
-from redline.errors import ConfigError, RedlineError
+from redline._files import read_jsonl
+from redline.cli import cli
+from redline.errors import ConfigError
 
 THRESHOLDS = (0.5, 0.7, 0.9)
 _PAIR_KEYS = ("prompt", "chosen", "rejected")
@@ -50,7 +49,8 @@ def calibrate_command(data: str, model_path: str, device: str, batch_size: int) 
 
     DATA.jsonl holds preference pairs {"prompt", "chosen", "rejected"} or labelled
     answers {"prompt", "response", "label"}, one JSON object per line. Prints the
-    accuracy on them and the raw reward each threshold stands for.
+    accuracy on them and the raw reward each threshold stands for. Errors are one line
+    (exit 2 for bad input, 3 when the model breaks), from the CLI's one boundary.
 
     \b
     Examples:
@@ -60,30 +60,25 @@ def calibrate_command(data: str, model_path: str, device: str, batch_size: int) 
     from redline.critics import calibrate
     from redline.feedback_sources.rewards import TransformersRewardModel
 
-    try:
-        kind, rows = _read_rows(data)
-        folder = Path(model_path)
-        if not folder.is_dir():
-            raise ConfigError(f"--model {model_path!r} is not a folder: give the reward "
-                              "model's local folder (the calibration is written into it)")
-        if batch_size < 1:
-            raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
-        source = TransformersRewardModel(folder, device=device, batch_size=batch_size)
-        from transformers.utils import logging as hf_logging
+    kind, rows = _read_rows(data)
+    folder = Path(model_path)
+    if not folder.is_dir():
+        raise ConfigError(f"--model {model_path!r} is not a folder: give the reward "
+                          "model's local folder (the calibration is written into it)")
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
+    source = TransformersRewardModel(folder, device=device, batch_size=batch_size)
+    from transformers.utils import logging as hf_logging
 
-        hf_logging.disable_progress_bar()  # one progress line per weight file is noise here
-        if kind == "pairs":
-            items = [(r["prompt"], r[k]) for r in rows for k in ("chosen", "rejected")]
-            raw = asyncio.run(source.rewards(items))
-            cal = calibrate(raw, pairs=[(2 * i, 2 * i + 1) for i in range(len(rows))])
-        else:
-            raw = asyncio.run(source.rewards([(r["prompt"], r["response"]) for r in rows]))
-            cal = calibrate(raw, labels=[r["label"] for r in rows])
-        path = cal.save(folder)
-    except ConfigError as exc:
-        _die(str(exc), EXIT_USAGE)
-    except RedlineError as exc:
-        _die(str(exc), EXIT_FAILED)
+    hf_logging.disable_progress_bar()  # one progress line per weight file is noise here
+    if kind == "pairs":
+        items = [(r["prompt"], r[k]) for r in rows for k in ("chosen", "rejected")]
+        raw = asyncio.run(source.rewards(items))
+        cal = calibrate(raw, pairs=[(2 * i, 2 * i + 1) for i in range(len(rows))])
+    else:
+        raw = asyncio.run(source.rewards([(r["prompt"], r["response"]) for r in rows]))
+        cal = calibrate(raw, labels=[r["label"] for r in rows])
+    path = cal.save(folder)
     assert cal.accuracy is not None
     if kind == "pairs":
         click.echo(f"{len(rows)} preference pairs, reward model {folder}")
@@ -108,13 +103,10 @@ def show_command(model_path: str) -> None:
     """
     from redline.critics import Calibration
 
-    try:
-        cal = Calibration.load(model_path)
-    except ConfigError as exc:
-        _die(str(exc), EXIT_USAGE)
+    cal = Calibration.load(model_path)
     if cal is None:
         if not Path(model_path).exists():
-            _die(f"{model_path!r} does not exist", EXIT_USAGE)
+            raise ConfigError(f"{model_path!r} does not exist")
         click.echo(f"{model_path}: not calibrated (run `redline rm calibrate`)")
         cal = Calibration()
     else:
@@ -143,22 +135,10 @@ def _meaning(method: str, t: float) -> str:
 
 def _read_rows(data: str) -> tuple[str, list[dict[str, Any]]]:
     """The rows of the JSONL file and their kind, ``"pairs"`` or ``"labels"``."""
-    try:
-        lines = Path(data).read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise ConfigError(f"cannot read {data!r}: not UTF-8 text") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read {data!r}: {exc.strerror}") from None
     kind: str | None = None
     rows: list[dict[str, Any]] = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
+    for number, row in read_jsonl(data, "the calibration data"):
         where = f"{data}, line {number}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{where}: not JSON ({exc.msg})") from None
         if not isinstance(row, dict):
             raise ConfigError(f"{where}: expected a JSON object")
         this = "pairs" if "chosen" in row or "rejected" in row else "labels"
@@ -190,7 +170,3 @@ def _read_rows(data: str) -> tuple[str, list[dict[str, Any]]]:
                           "calibrating needs both good and bad examples")
     return kind, rows
 
-
-def _die(message: str, code: int) -> NoReturn:
-    click.echo(f"redline: error: {message}", err=True)
-    sys.exit(code)

@@ -11,13 +11,13 @@ from __future__ import annotations
 import math
 import os
 import statistics
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from redline._files import atomic_write
 from redline.errors import ConfigError
 
 __all__ = ["CALIBRATION_FILE", "Calibration", "calibrate"]
@@ -66,15 +66,16 @@ class Calibration(BaseModel):
         return self.b + self.T * math.log(score / (1.0 - score))
 
     def save(self, folder: str | os.PathLike[str]) -> Path:
-        """Write it to ``folder/redline_calibration.json`` (atomically) and return the path."""
+        """Write it to ``folder/redline_calibration.json`` (atomically, synced to disk) and
+        return the path.
+
+        Raises:
+            ConfigError: the file cannot be written.
+        """
         path = Path(folder) / CALIBRATION_FILE
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{CALIBRATION_FILE}.", suffix=".tmp")
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(self.model_dump_json(indent=2) + "\n")
-            os.replace(tmp, path)
+            atomic_write(path, self.model_dump_json(indent=2) + "\n")
         except OSError as exc:
-            Path(tmp).unlink(missing_ok=True)
             raise ConfigError(f"cannot write the calibration {str(path)!r}: "
                               f"{exc.strerror}") from exc
         return path
