@@ -138,21 +138,23 @@ class HttpSearch:
         return self._hits(response, k)
 
     async def preflight(self) -> None:
-        """Check once (5 s, no retries) that the service can be reached at all.
+        """Check once (no retries) that the service accepts a connection at all.
 
-        Any HTTP answer passes (a service may refuse an empty query); only a failed
-        connection does not.
+        Any HTTP answer passes (a service may refuse an empty query), and so does a
+        service slow to answer: only a connection that fails does not.
 
         Raises:
             ConfigError: the service cannot be reached.
         """
+        timeout = httpx.Timeout(min(5.0, self.timeout), read=0.5)
         try:
-            async with httpx.AsyncClient(timeout=min(5.0, self.timeout),
-                                         headers=self.headers) as client:
+            async with httpx.AsyncClient(timeout=timeout, headers=self.headers) as client:
                 await client.get(self.url)
-        except httpx.HTTPError as exc:
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.UnsupportedProtocol) as exc:
             raise ConfigError(f"search service {self.url} cannot be reached: "
                               f"{type(root_cause(exc)).__name__}: {root_cause(exc)}") from None
+        except httpx.HTTPError:
+            pass  # it answered, or is busy answering: the run will tell
 
     async def _request(self, values: dict[str, Any]) -> httpx.Response:
         client = self._clients.get()
