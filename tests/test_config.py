@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from pydantic import ValidationError
 from conftest import answers, score_table
+from pydantic import ValidationError
 
 import redline
 from redline import Budget, ConfigError, StopReason

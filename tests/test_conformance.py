@@ -8,7 +8,6 @@ import itertools
 import pytest
 
 import redline
-
 from redline import Critic, Critique, critic
 from redline.testing import acheck_critic, check_critic
 

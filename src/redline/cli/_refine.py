@@ -145,8 +145,7 @@ def _refine(opts: dict[str, Any]) -> tuple[RefineResult, dict[str, Any]]:
 
 
 async def _run(task: Task, config: Any, quiet: bool) -> RefineResult:
-    from redline.workflows import arefine
-    from redline.workflows import interrupted_result
+    from redline.workflows import arefine, interrupted_result
 
     printer = ProgressPrinter(make_console(quiet=quiet), threshold=config.threshold,
                               model=config.model.model)
