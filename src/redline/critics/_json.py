@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from redline.feedback_sources._code import code_blocks
+from redline.feedback_sources.code import code_blocks
 
 __all__ = ["FoundJSON", "find_json"]
 

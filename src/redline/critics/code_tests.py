@@ -6,7 +6,7 @@ timer. Score = the fraction of tests passed, ``passed`` = all passed, feedback =
 failing test with its assertion (and the values it compared) or traceback. Code that
 does not compile, crashes on import or does not finish is reported as such, with score 0.
 The verdicts are decided in a harness process apart from the candidate's (see
-`redline.feedback_sources._pytests`): a candidate caught tampering with the test
+`redline.feedback_sources.python_tests`): a candidate caught tampering with the test
 machinery scores 0, its feedback says so and ``evidence["tampering"]`` lists what it did.
 
 Tests come from:
@@ -28,8 +28,8 @@ from typing import Any
 from redline._files import read_config_text
 from redline.critics.base import Critic
 from redline.errors import ConfigError, CriticError
-from redline.feedback_sources._code import code_blocks, extract_python
-from redline.feedback_sources._pytests import TestReport, TestSuite, feedback, run_tests
+from redline.feedback_sources.code import code_blocks, extract_python
+from redline.feedback_sources.python_tests import TestReport, TestSuite, feedback, run_tests
 from redline.feedback_sources.sandbox import Sandbox, default_sandbox
 from redline.types import Candidate, Critique, Task
 

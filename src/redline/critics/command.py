@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from redline.critics.base import Critic
 from redline.errors import ConfigError
-from redline.feedback_sources._code import extract_code, language_of
+from redline.feedback_sources.code import extract_code, language_of
 from redline.feedback_sources.commands import parse_command, run_command
 from redline.types import Candidate, Critique, Task
 

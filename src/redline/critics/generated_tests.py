@@ -37,8 +37,8 @@ from redline.critics._json import find_json
 from redline.critics.base import Critic
 from redline.critics.code_tests import entry_point, report_critique
 from redline.errors import ConfigError, CriticError
-from redline.feedback_sources._code import extract_python
-from redline.feedback_sources._pytests import TestReport, TestSuite, run_tests
+from redline.feedback_sources.code import extract_python
+from redline.feedback_sources.python_tests import TestReport, TestSuite, run_tests
 from redline.feedback_sources.sandbox import Sandbox, default_sandbox
 from redline.llm import ChatModel, Message
 from redline.prompts import render

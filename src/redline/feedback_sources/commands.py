@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from pydantic import BaseModel, ConfigDict
 
 from redline.errors import ConfigError, FeedbackSourceError
-from redline.feedback_sources.sandbox import _wait_then_kill_group
+from redline.feedback_sources._waits import wait_then_kill_group
 
 __all__ = ["CommandResult", "parse_command", "run_command"]
 
@@ -161,7 +161,7 @@ async def run_command(command: str | Sequence[str], text: str, *, suffix: str | 
         except OSError as exc:
             raise FeedbackSourceError(f"command {argv[0]!r} could not start: "
                                       f"{exc.strerror or exc}") from exc
-        timed_out = await _wait_then_kill_group(proc, timeout)
+        timed_out = await wait_then_kill_group(proc, timeout)
         seconds = time.perf_counter() - started
         total = out.seek(0, os.SEEK_END)
         out.seek(0)

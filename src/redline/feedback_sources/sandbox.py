@@ -69,8 +69,6 @@ from redline.feedback_sources import _bwrap, _runfiles
 from redline.feedback_sources._uids import UidLease
 from redline.feedback_sources._waits import wait_bwrap, wait_then_kill_group
 
-_wait_then_kill_group = wait_then_kill_group  # the name commands.py imports
-
 __all__ = ["Isolation", "Limit", "Sandbox", "SandboxJob", "SandboxResult",
            "default_sandbox"]
 

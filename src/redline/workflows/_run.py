@@ -10,9 +10,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from redline._aio import gather_all
+from redline._aio import gather_all, run_sync
 from redline.errors import ConfigError, RedlineError
-from redline.llm._base import ChatModel
+from redline.llm import ChatModel
 from redline.types import RefineResult, ScoredCandidate, StopReason, Task, Usage
 from redline.workflows._state import best_of, scored_history
 from redline.workflows.config import RefineConfig
@@ -228,12 +228,15 @@ def _progress(node: str, delta: dict[str, Any], *, before: dict[str, Any],
 def refine(task: str | Task, **kwargs: Any) -> RefineResult:
     """Run `arefine` to completion from synchronous code; same arguments.
 
+    It runs on an event loop kept for the calling thread (`redline._aio.run_sync`), so
+    the model's connections serve one `refine` after another.
+
     Raises:
         ConfigError: when called inside a running event loop (use ``await arefine``).
     """
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(arefine(task, **kwargs))
+        return run_sync(arefine(task, **kwargs))
     raise ConfigError("refine() cannot run inside a running event loop (Jupyter, an async "
                       "app): use `await redline.arefine(...)` instead")

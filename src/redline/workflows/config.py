@@ -18,7 +18,7 @@ from redline.agents.reviser import ReviseMode, Reviser
 from redline.critics.base import Critic
 from redline.critics.panel import Panel
 from redline.errors import ConfigError
-from redline.llm._base import ChatModel
+from redline.llm import ChatModel
 from redline.types import Budget
 
 __all__ = ["ModelSettings", "OnError", "RefineConfig", "ReviseWhen", "RunSpec"]

@@ -11,7 +11,6 @@ usable alone or as a subgraph, with any checkpointer.
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import logging
 import time
@@ -23,8 +22,9 @@ from typing import Any, Literal, cast
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
+from redline.context import Meter, Tally, using_run_model
 from redline.errors import BudgetExceeded, ConfigError, LLMError, RedlineError
-from redline.llm._base import ChatModel, Meter, Tally, using_run_model
+from redline.llm import ChatModel
 from redline.types import (
     Candidate,
     RefineResult,
@@ -211,20 +211,14 @@ async def _metered(cfg: RefineConfig, state: RefineState, work: Callable[[], Awa
         stack.enter_context(using_run_model(cfg.model))
         tally = stack.enter_context(Tally.scope())
         try:
-            meter.check_seconds()
             # The time limit covers tool work too (sandbox runs, searches, plugins),
-            # not only the LLM calls that the meter times one by one.
-            limit = meter.remaining_seconds() if cfg.budget.max_seconds is not None else None
-            try:
-                async with asyncio.timeout(limit):
-                    done = await work()
-            except TimeoutError:
-                raise BudgetExceeded("max_seconds", f"max_seconds: the run's "
-                                     f"{cfg.budget.max_seconds:g} s ran out") from None
+            # not only the LLM calls: one deadline, the meter's.
+            async with meter.deadline():
+                done = await work()
             out = update(done)
         except BudgetExceeded as exc:
             out = update(None)
-            stop = Stop(reason=StopReason.budget, detail=str(exc), limit=exc.limit)  # type: ignore[arg-type]
+            stop = Stop(reason=StopReason.budget, detail=str(exc), limit=exc.limit)
         except ConfigError:
             raise
         except Exception as exc:
