@@ -7,7 +7,7 @@ import json
 import pytest
 
 from redline.critics._json import find_json
-from redline.feedback_sources._code import code_blocks, extract_code
+from redline.feedback_sources.code import code_blocks, extract_code
 
 EXAMPLE = 'The input looked like {"name": "example", "items": [1, 2, 3], "note": "long"}.\n'
 
