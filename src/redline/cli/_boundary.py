@@ -7,7 +7,7 @@ through `guarded`), so a new command gets the same codes without a line of its o
 from __future__ import annotations
 
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import click
 
@@ -51,6 +51,6 @@ class GuardedGroup(click.Group):
         except KeyboardInterrupt:
             die("interrupted", EXIT_INTERRUPTED)
 
-    def group(self, *args: object, **kwargs: object) -> object:  # type: ignore[override]
+    def group(self, *args: Any, **kwargs: Any) -> Any:
         kwargs.setdefault("cls", GuardedGroup)
-        return super().group(*args, **kwargs)  # type: ignore[arg-type]
+        return super().group(*args, **kwargs)

@@ -211,7 +211,8 @@ async def run_tests(sandbox: Sandbox, code: str, suite: TestSuite, *, timeout: f
         plan = {"tests_source": suite.source, "steps": list(suite.steps),
                 "entry_point": suite.entry_point, "test_timeout": test_timeout,
                 "start_timeout": _START, "fds": fds}
-        server = {"fds": [requests[0], replies[1]], "test_timeout": test_timeout}
+        server: dict[str, Any] = {"fds": [requests[0], replies[1]],
+                                  "test_timeout": test_timeout}
         jobs = [SandboxJob(_HARNESS, {"tests.py": suite.source, "plan.json": json.dumps(plan)},
                            pass_fds=fds),
                 SandboxJob(_SERVER, {"solution.py": code, "server.json": json.dumps(server)},

@@ -80,7 +80,7 @@ def _blocked(paths):
     Returns None when that cannot be worked around: a closed directory below another
     one, or a needed directory that is itself closed.
     """
-    found = {}
+    found: dict[str, set[str]] = {}
     for path in paths:
         real = os.path.realpath(path)
         if not os.path.exists(real):
@@ -116,7 +116,7 @@ def _write(path, text):
 
 def confine(cfg):
     """Apply every step that this platform and user allow; return what was applied."""
-    status = {"network": False, "filesystem": False, "user": None, "processes": False,
+    status: dict = {"network": False, "filesystem": False, "user": None, "processes": False,
               "backend": "namespaces" if sys.platform.startswith("linux") else "none",
               "pid": False, "disk": False, "notes": []}
     notes = status["notes"]
@@ -303,7 +303,7 @@ def run_main(path):
 
     module = types.ModuleType("__main__")
     module.__file__ = path
-    module.__builtins__ = builtins
+    module.__dict__["__builtins__"] = builtins  # the same (typeshed's ModuleType lacks it)
     sys.modules["__main__"] = module
     sys.argv = [path]
     sys.path.insert(0, os.getcwd())
@@ -316,7 +316,8 @@ def run_main(path):
     except BaseException as exc:
         import traceback
 
-        tb = exc.__traceback__.tb_next if not isinstance(exc, SyntaxError) else None
+        tb = exc.__traceback__  # never None for a caught exception
+        tb = tb.tb_next if tb is not None and not isinstance(exc, SyntaxError) else None
         traceback.print_exception(type(exc), exc, tb)
         sys.exit(1)
 
@@ -326,7 +327,7 @@ def by_bwrap(cfg):
     code, the parent waits, reports and exits (it never returns)."""
     inputs = _read_tree("/.redline-in", "")  # read as root; written as the run's uid
     root = os.geteuid() == 0
-    status = {"network": True, "filesystem": True, "user": None, "processes": False,
+    status: dict = {"network": True, "filesystem": True, "user": None, "processes": False,
               "backend": "bubblewrap", "pid": True, "disk": True, "notes": []}
     pid = os.fork()
     if pid == 0:
@@ -359,11 +360,11 @@ def by_bwrap(cfg):
     wait_status = None
     while wait_status is None:
         try:
-            done, status = os.waitpid(-1, 0)
+            done, waited = os.waitpid(-1, 0)
         except ChildProcessError:
             break
         if done == pid:
-            wait_status = status
+            wait_status = waited
     try:
         os.kill(-1, 9)  # every process of the namespace but this one
         while True:
@@ -392,7 +393,7 @@ def by_bwrap(cfg):
 
 def _read_tree(source, prefix):
     """[(relative path, bytes or None for a directory)], parents first."""
-    found = []
+    found: list[tuple[str, bytes | None]] = []
     for entry in os.scandir(source):
         path = os.path.join(prefix, entry.name)
         if entry.is_dir(follow_symlinks=False):

@@ -9,6 +9,7 @@ import queue
 import signal
 import subprocess
 import threading
+from typing import Any
 
 __all__ = ["kill_group", "wait_bwrap", "wait_then_kill_group"]
 
@@ -72,7 +73,8 @@ async def wait_bwrap(proc: subprocess.Popen[bytes], done_fd: int,
         loop.run_in_executor(None, proc.wait).add_done_callback(lambda _: ended())
     clean = False
     try:
-        finished, _ = await asyncio.wait({said, exited}, timeout=timeout,
+        either: set[asyncio.Future[Any]] = {said, exited}
+        finished, _ = await asyncio.wait(either, timeout=timeout,
                                          return_when=asyncio.FIRST_COMPLETED)
         if not finished:
             return True, False

@@ -59,7 +59,7 @@ import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -357,9 +357,10 @@ class Sandbox:
                     run_dir = tempfile.mkdtemp(prefix="run-", dir=base)
                     _runfiles.write_files(run_dir, files)
                 started = time.perf_counter()
-                spawn = dict(stdin=subprocess.DEVNULL, stdout=control[0], stderr=control[1],
-                             pass_fds=(control[2], *fds, *job.pass_fds), cwd=run_dir or base,
-                             env=self._env(run_dir or "/tmp"), start_new_session=True)
+                spawn: dict[str, Any] = dict(
+                    stdin=subprocess.DEVNULL, stdout=control[0], stderr=control[1],
+                    pass_fds=(control[2], *fds, *job.pass_fds), cwd=run_dir or base,
+                    env=self._env(run_dir or "/tmp"), start_new_session=True)
                 # bwrap is waited for through a pidfd (no watcher thread); the fallback
                 # through asyncio, as commands are.
                 proc: subprocess.Popen[bytes] | asyncio.subprocess.Process = \

@@ -166,6 +166,7 @@ class TransformersChat(ChatModel):
             if self._tokenizer is None:
                 self._tokenizer = self._load_tokenizer(transformers, model.name_or_path)
         else:
+            assert self._source is not None  # set whenever no model object was given
             device, dtype = placement(torch, self.device, self.dtype)
             if not Path(self._source).exists():
                 hub_check(self._source, what="model")

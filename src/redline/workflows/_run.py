@@ -6,7 +6,7 @@ import asyncio
 import logging
 import os
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict
 
@@ -14,9 +14,12 @@ from redline._aio import gather_all, run_sync
 from redline.errors import ConfigError, RedlineError
 from redline.llm import ChatModel
 from redline.types import RefineResult, ScoredCandidate, StopReason, Task, Usage
-from redline.workflows._state import best_of, scored_history
+from redline.workflows._state import RefineState, best_of, scored_history
 from redline.workflows.config import RefineConfig
 from redline.workflows.graph import RunClock, build_refine_graph, result_from_state
+
+if TYPE_CHECKING:
+    from langchain_core.runnables import RunnableConfig
 
 __all__ = ["Progress", "arefine", "interrupted_result", "preflight_run", "refine",
            "resolve_default"]
@@ -108,20 +111,20 @@ async def arefine(
     if cfg.preflight:
         await preflight_run(cfg)
     graph = build_refine_graph(cfg, checkpointer=checkpointer)
-    config: dict[str, Any] = {"configurable": {"thread_id": task.id},
-                              "recursion_limit": cfg.recursion_limit}
+    run_config: RunnableConfig = {"configurable": {"thread_id": task.id},
+                                  "recursion_limit": cfg.recursion_limit}
     graph_input: dict[str, Any] | None = {"task": task}
     elapsed_before = 0.0
     if checkpointer is not None:
-        snapshot = await graph.aget_state(config)
+        snapshot = await graph.aget_state(run_config)
         stored = snapshot.values.get("result")
         if stored is not None and not snapshot.next:
             if stored.stop_reason is not StopReason.error:
                 return stored
             # A run that ended on an error is tried again from before the failed step.
-            snapshot = await _before_the_error(graph, config) or snapshot
+            snapshot = await _before_the_error(graph, run_config) or snapshot
             if snapshot.next:
-                config = dict(snapshot.config)
+                run_config = cast("RunnableConfig", dict(snapshot.config))
         if snapshot.next:
             graph_input = None  # resume the interrupted run from its last checkpoint
             elapsed_before = snapshot.values.get("elapsed") or 0.0
@@ -130,8 +133,11 @@ async def arefine(
     # The clock starts with the first step: after imports, model start-up, preflight.
     with RunClock(elapsed_before).active() as clock:
         try:
-            async for mode, chunk in graph.astream(graph_input, config,
-                                                   stream_mode=["updates", "values"]):
+            async for item in graph.astream(graph_input, run_config,
+                                            stream_mode=["updates", "values"]):
+                # With a list of modes, each item is (mode, chunk): langgraph's types
+                # cannot say so.
+                mode, chunk = cast("tuple[str, dict[str, Any]]", item)
                 if mode == "updates":
                     node, delta = next(iter(chunk.items()))
                     step = (node, delta or {})
@@ -149,7 +155,7 @@ async def arefine(
     return state["result"]
 
 
-async def _before_the_error(graph: Any, config: dict[str, Any]) -> Any:
+async def _before_the_error(graph: Any, config: RunnableConfig) -> Any:
     """The newest checkpoint of a run with no stop decided yet and a step to run next."""
     async for snapshot in graph.aget_state_history(config):
         if snapshot.next and snapshot.values.get("stop") is None \
@@ -221,8 +227,9 @@ def _progress(node: str, delta: dict[str, Any], *, before: dict[str, Any],
                     usage=after.get("usage") or Usage(),
                     stop_reason=stop.reason if stop else None,
                     stop_detail=stop.detail if stop else "",
-                    result=after.get("result") or (result_from_state(after, threshold)
-                                                   if after.get("task") else None))
+                    result=after.get("result") or (
+                        result_from_state(cast(RefineState, after), threshold)
+                        if after.get("task") else None))
 
 
 def refine(task: str | Task, **kwargs: Any) -> RefineResult:
