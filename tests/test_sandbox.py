@@ -138,10 +138,12 @@ async def test_files_land_in_the_run_directory_which_is_removed(tmp_path: Path) 
     sandbox = Sandbox(timeout=5, tmp_dir=str(tmp_path))
     result = await sandbox.run(code, collect=["relative.txt", mark])
     assert result.ok, result.stderr
-    assert result.files == {"relative.txt": "r", mark: "t"} or not result.isolation.filesystem
-    if result.isolation.filesystem:  # /tmp was the run directory
-        assert not Path("/tmp", mark).exists()
-        assert any(name.startswith("made-") for name in eval(result.stdout.splitlines()[1]))
+    if not result.isolation.filesystem:  # CI sets REDLINE_NO_SKIPS: a skip fails there
+        Path("/tmp", mark).unlink(missing_ok=True)
+        pytest.skip(f"no filesystem isolation here: {result.isolation.notes}")
+    assert result.files == {"relative.txt": "r", mark: "t"}
+    assert not Path("/tmp", mark).exists()  # /tmp was the run's own
+    assert any(name.startswith("made-") for name in eval(result.stdout.splitlines()[1]))
     if result.isolation.user is not None:  # another uid: root's directories are closed
         assert result.stdout.startswith("denied outside")
         assert not (outside / "escaped.txt").exists()
