@@ -17,15 +17,7 @@ from typing import Any, Literal, Self, TypedDict
 
 from pydantic import BaseModel, ConfigDict
 
-from redline.context import (  # Tally, run_model, using_run_model: until callers move
-    Meter,
-    Reservation,
-    Tally,  # noqa: F401
-    current_meter,
-    record_usage,
-    run_model,  # noqa: F401
-    using_run_model,  # noqa: F401
-)
+from redline.context import Meter, Reservation, current_meter, record_usage
 from redline.errors import ConfigError
 from redline.types import Price, Usage
 
