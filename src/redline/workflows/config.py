@@ -21,7 +21,7 @@ from redline.errors import ConfigError
 from redline.llm import ChatModel
 from redline.types import Budget
 
-__all__ = ["ModelSettings", "OnError", "RefineConfig", "ReviseWhen", "RunSpec"]
+__all__ = ["ModelSettings", "OnError", "Policy", "RefineConfig", "ReviseWhen", "RunSpec"]
 
 ReviseWhen = Literal["always", "on_failure"]
 OnError = Literal["result", "raise"]
@@ -37,30 +37,11 @@ def _config_error(exc: ValidationError, what: str) -> ConfigError:
     return ConfigError(f"{what}: {where}: {first['msg']}")
 
 
-class RefineConfig(BaseModel):
-    """Everything the refine loop needs, validated once: policy and components.
+class Policy(BaseModel):
+    """How a run behaves: the fields `RefineConfig` and `RunSpec` share (declared once)."""
 
-    Build it with keywords (``RefineConfig(model=m, critics=[...], threshold=0.8)``) or
-    from a `RunSpec`. Invalid values raise `ConfigError` with one line naming the field.
-    """
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
-    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True, extra="forbid",
-                              use_attribute_docstrings=True)
-
-    # -- components ------------------------------------------------------------------
-    model: ChatModel
-    """The chat model that drafts and revises (and judges, for judges without one)."""
-    critics: Panel
-    """The critics, as a `Panel` (a list of critics or ``@critic`` functions is wrapped;
-    None or empty: an `LLMJudge`)."""
-    generator: Generator | None = None
-    """The drafting agent; None: a `Generator` on `model` with `draft_temperature`."""
-    reviser: Reviser | None = None
-    """The revising agent; None: a `Reviser` on `model` in mode `revise`."""
-    reflector: Any = None
-    """Reserved for Reflexion's reflection step (the presets issue adds it)."""
-
-    # -- policy ----------------------------------------------------------------------
     threshold: float = Field(default=0.9, ge=0.0, le=1.0)
     """Stop once the best score reaches it with every gate passed."""
     budget: Budget = Budget()
@@ -85,6 +66,29 @@ class RefineConfig(BaseModel):
     ``"raise"``: the error propagates."""
     preflight: bool = True
     """Check the model and every critic before any token is spent."""
+
+
+class RefineConfig(Policy):
+    """Everything the refine loop needs, validated once: policy and components.
+
+    Build it with keywords (``RefineConfig(model=m, critics=[...], threshold=0.8)``) or
+    from a `RunSpec`. Invalid values raise `ConfigError` with one line naming the field.
+    """
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True, extra="forbid",
+                              use_attribute_docstrings=True)
+
+    model: ChatModel
+    """The chat model that drafts and revises (and judges, for judges without one)."""
+    critics: Panel
+    """The critics, as a `Panel` (a list of critics or ``@critic`` functions is wrapped;
+    None or empty: an `LLMJudge`)."""
+    generator: Generator | None = None
+    """The drafting agent; None: a `Generator` on `model` with `draft_temperature`."""
+    reviser: Reviser | None = None
+    """The revising agent; None: a `Reviser` on `model` in mode `revise`."""
+    reflector: Any = None
+    """Reserved for Reflexion's reflection step (the presets issue adds it)."""
 
     def __init__(self, **data: Any) -> None:
         try:
@@ -173,7 +177,7 @@ class ModelSettings(BaseModel):
     """Dollars per million completion tokens."""
 
 
-class RunSpec(BaseModel):
+class RunSpec(Policy):
     """A serialisable description of a run: model settings, critic specs as the command
     line writes them, policy and preset. It round-trips through JSON, never holds a
     secret, and `build` turns it into a `RefineConfig`.
@@ -191,26 +195,6 @@ class RunSpec(BaseModel):
     critic_settings: dict[str, Any] = Field(default_factory=dict)
     """Command-line settings passed to critic factories that declare them
     (``rm_device``, ``rm_batch_size``)."""
-    threshold: float = Field(default=0.9, ge=0.0, le=1.0)
-    """See `RefineConfig.threshold`."""
-    budget: Budget = Budget()
-    """See `RefineConfig.budget`."""
-    n: int = Field(default=1, ge=1)
-    """See `RefineConfig.n`."""
-    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
-    """See `RefineConfig.temperature`."""
-    seed: int | None = None
-    """See `RefineConfig.seed`."""
-    revise: ReviseMode = "rewrite"
-    """See `RefineConfig.revise`."""
-    revise_when: ReviseWhen = "always"
-    """See `RefineConfig.revise_when`."""
-    revise_from: Literal["best", "last"] = "best"
-    """See `RefineConfig.revise_from`."""
-    patience: int = Field(default=2, ge=1)
-    """See `RefineConfig.patience`."""
-    on_error: OnError = "result"
-    """See `RefineConfig.on_error`."""
     system: str | None = None
     """A system prompt for the tasks of the run (a task's own wins)."""
     preset: str | None = None
@@ -246,8 +230,6 @@ class RunSpec(BaseModel):
 
         settings = {k: v for k, v in self.critic_settings.items() if v is not None}
         critics = [build_critic(spec, settings) for spec in self.critics or ["judge"]]
-        policy = self.model_dump(include={
-            "threshold", "n", "temperature", "seed", "revise", "revise_when",
-            "revise_from", "patience", "on_error"})
+        policy = {name: getattr(self, name) for name in Policy.model_fields}
         return RefineConfig(model=model or self.chat_model(api_key=api_key),
-                            critics=critics, budget=self.budget, **policy)
+                            critics=critics, **policy)
