@@ -221,3 +221,14 @@ def test_a_rejected_key_is_a_configuration_error() -> None:
         out = run(["refine", "Q", "--base-url", s.base_url, "--api-key", "wrong"])
     assert out.exit_code == 2
     assert "HTTP 401" in out.stderr and "OPENAI_API_KEY" in out.stderr
+
+
+def test_the_cli_starts_without_loading_langgraph() -> None:
+    """`redline --help`, `--version` and `critics list` need no LangGraph: it loads when
+    a run starts."""
+    code = ("import sys; from redline.cli import cli; "
+            "print([m for m in ('langgraph', 'torch', 'openai') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

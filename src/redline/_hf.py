@@ -1,7 +1,8 @@
 """What the Hugging Face backends share: device and dtype placement, load errors, hub ids.
 
-Used by `redline.llm.transformers` and `redline.critics.reward_model`; torch and
-transformers are passed in, never imported here.
+Used by `redline.llm.transformers` and the local reward source
+(`redline.feedback_sources.rewards`); torch and transformers are passed in, never
+imported here.
 """
 
 from __future__ import annotations

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.status import Status
 
 from redline.types import RefineResult
-from redline.workflows import Progress
+
+if TYPE_CHECKING:  # LangGraph loads when a run starts, not for `redline --help`
+    from redline.workflows import Progress
 
 __all__ = ["ProgressPrinter", "make_console", "stop_line"]
 
