@@ -139,6 +139,10 @@ class Candidate(_Frozen):
     """The id of the candidate it revises."""
     usage: Usage = Usage()
     """What producing it cost."""
+    explanation: str | None = None
+    """What the reviser wrote before this revision, when it was asked to reason first
+    (Self-Debug's line-by-line explanation of the code and the failing test); None
+    otherwise. Not part of the text, nor of the id."""
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -235,6 +239,9 @@ class StopReason(str, Enum):
     """No score gain for ``patience`` rounds, or the reviser returned a candidate seen before."""
     verified = "verified"
     """``revise_when="on_failure"`` and no critic flagged a failure."""
+    sampled = "sampled"
+    """No revision was asked for (``max_rounds=0``, best-of-n): the drafts were scored
+    and the best (or the vote's winner) returned. Not a budget failure."""
     error = "error"
     """A critic or the model broke; ``RefineResult.error`` says what, and ``best`` is
     still the best candidate seen (or the unscored draft)."""
