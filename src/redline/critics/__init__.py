@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from redline.critics.command import CommandCritic
     from redline.critics.factcheck import FactCheckCritic
     from redline.critics.generated_tests import GeneratedTestsCritic
+    from redline.critics.interpreter import InterpreterCritic
     from redline.critics.remote_reward import RemoteRewardCritic
     from redline.critics.reward_model import (
         Calibration,
@@ -36,6 +37,7 @@ __all__ = [
     "FactCheckCritic",
     "FunctionCritic",
     "GeneratedTestsCritic",
+    "InterpreterCritic",
     "LLMJudge",
     "Panel",
     "PythonTestsCritic",
@@ -54,6 +56,7 @@ _LAZY = {
     "CommandCritic": "command",
     "FactCheckCritic": "factcheck",
     "GeneratedTestsCritic": "generated_tests",
+    "InterpreterCritic": "interpreter",
     "RemoteRewardCritic": "remote_reward",
     "RewardCritic": "reward_model",
     "RewardModelCritic": "reward_model",

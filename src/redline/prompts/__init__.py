@@ -32,6 +32,10 @@ The prompts and their placeholders:
 - ``gentests_user``: the request for tests; ``$k``, ``$target``, ``$open``, ``$task``,
   ``$close``.
 - ``gentests_reask``: its second try; ``$problem``, ``$k``.
+- ``interpreter_system``: the interpreter verifier's system message (CRITIC's program).
+- ``interpreter_user``: the request for a program computing the answer; ``$open``,
+  ``$task``, ``$close``.
+- ``interpreter_reask``: its second try; ``$problem``.
 
 ``$open`` and ``$close`` are the random markers that fence untrusted text.
 
