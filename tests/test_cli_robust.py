@@ -145,7 +145,7 @@ def test_output_writes_through_symlinks_fifos_and_dev_stdout(
 def test_without_a_terminal_the_stop_reason_goes_to_stderr(server: OpenAICompatServer) -> None:
     out = redline("refine", "Q", "--base-url", server.base_url, "-t", "1", "--max-rounds", "0")
     assert out.returncode == 1
-    assert out.stderr.startswith("redline: stopped: budget: max_rounds")
+    assert out.stderr.startswith("redline: stopped: sampled:")
     assert out.stderr.count("\n") == 1
     quiet = redline("refine", "Q", "--base-url", server.base_url, "-t", "1", "--max-rounds",
                     "0", "-q")

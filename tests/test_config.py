@@ -41,7 +41,7 @@ async def test_arefine_takes_a_config_and_keyword_changes() -> None:
     cfg = RefineConfig(model=answers("a", "b"), critics=[score_table(a=0.2, b=1.0)],
                        budget=Budget(max_rounds=0))
     first = await redline.arefine("Q", cfg)
-    assert first.stop_reason is StopReason.budget and first.text == "a"
+    assert first.stop_reason is StopReason.sampled and first.text == "a"
     second = await redline.arefine("Q", cfg, budget=Budget(max_rounds=1))
     assert second.stop_reason is StopReason.threshold and second.text == "b"
 

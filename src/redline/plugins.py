@@ -1,4 +1,5 @@
-"""Critic plugins: discovery through the ``redline.critics`` entry-point group.
+"""Plugins: critics through the ``redline.critics`` entry-point group, presets through
+``redline.presets``.
 
 Every critic the CLI knows by name, built-in or third-party, is an entry point in the
 group ``redline.critics`` whose object is a *factory*: a callable taking the argument
@@ -10,6 +11,12 @@ string after ``NAME:`` in ``--critic NAME:ARG`` (or None) and returning a `Criti
 Discovery reads entry-point metadata only; a plugin's code is imported when its critic is
 built (or when ``redline critics list`` asks for descriptions). A plugin that fails to
 import is reported with a warning naming its package and never breaks other commands.
+
+A preset is registered the same way, in the group ``redline.presets``; its object is a
+`redline.workflows.presets.Preset` (built-in presets are registered so too)::
+
+    [project.entry-points."redline.presets"]
+    my-method = "my_package:MY_METHOD"
 """
 
 from __future__ import annotations
@@ -19,22 +26,30 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redline.critics.base import Critic
 from redline.errors import ConfigError, RedlineError
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "PRESET_GROUP",
     "CriticFactory",
     "CriticPlugin",
     "PluginWarning",
     "build_critic",
     "discover",
+    "load_preset",
     "parse_spec",
 ]
 
+if TYPE_CHECKING:
+    from redline.workflows.presets import Preset
+
 ENTRY_POINT_GROUP = "redline.critics"
+"""The entry-point group of critic factories."""
+PRESET_GROUP = "redline.presets"
+"""The entry-point group of presets."""
 
 log = logging.getLogger("redline.plugins")
 
@@ -47,10 +62,10 @@ class PluginWarning(UserWarning):
 
 @dataclass(frozen=True)
 class CriticPlugin:
-    """A critic factory registered under a name by an installed package."""
+    """A critic factory (or a preset) registered under a name by an installed package."""
 
     name: str
-    """The name used in ``--critic NAME[:ARG]``."""
+    """The name used in ``--critic NAME[:ARG]`` (or ``--preset NAME``)."""
     target: str
     """The factory's import path, ``module:attribute``."""
     package: str
@@ -58,6 +73,22 @@ class CriticPlugin:
     version: str
     """That distribution's version."""
     entry_point: EntryPoint = field(repr=False, compare=False)
+    kind: str = "critic"
+    """``critic`` or ``preset``."""
+
+    def load_object(self) -> Any:
+        """Import the registered object.
+
+        Raises:
+            ConfigError: the plugin's code failed to import, naming its package.
+        """
+        try:
+            return self.entry_point.load()
+        except Exception as exc:  # a plugin's import can fail in any way
+            raise ConfigError(
+                f"{self.kind} plugin {self.name!r} from package {self.package} "
+                f"{self.version} failed to load ({self.target}): {type(exc).__name__}: "
+                f"{exc}") from exc
 
     def load(self) -> CriticFactory:
         """Import the factory.
@@ -65,15 +96,10 @@ class CriticPlugin:
         Raises:
             ConfigError: the plugin's code failed to import, naming its package.
         """
-        try:
-            factory = self.entry_point.load()
-        except Exception as exc:  # a plugin's import can fail in any way
-            raise ConfigError(
-                f"critic plugin {self.name!r} from package {self.package} {self.version} "
-                f"failed to load ({self.target}): {type(exc).__name__}: {exc}") from exc
+        factory = self.load_object()
         if not callable(factory):
-            raise ConfigError(f"critic plugin {self.name!r} from package {self.package}: "
-                              f"{self.target} is not callable")
+            raise ConfigError(f"{self.kind} plugin {self.name!r} from package "
+                              f"{self.package}: {self.target} is not callable")
         return factory
 
     def description(self) -> str:
@@ -86,19 +112,22 @@ class CriticPlugin:
         return inspect.getdoc(self.load()) or "(no description)"
 
 
-def discover() -> tuple[dict[str, CriticPlugin], dict[str, list[CriticPlugin]]]:
-    """Every registered critic plugin, without importing any.
+def discover(group: str = ENTRY_POINT_GROUP
+             ) -> tuple[dict[str, CriticPlugin], dict[str, list[CriticPlugin]]]:
+    """Every plugin registered in `group` (critics by default), without importing any.
 
     Returns:
         The plugins by name, and the names that several packages claim (with all their
         claimants); a claimed name is left out of the first mapping.
     """
     found: dict[str, list[CriticPlugin]] = {}
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
+    kind = "preset" if group == PRESET_GROUP else "critic"
+    for ep in entry_points(group=group):
         dist = ep.dist
         plugin = CriticPlugin(name=ep.name, target=ep.value,
                               package=dist.metadata["Name"] if dist else "?",
-                              version=dist.version if dist else "?", entry_point=ep)
+                              version=dist.version if dist else "?", entry_point=ep,
+                              kind=kind)
         claimants = found.setdefault(ep.name, [])
         if all(p.package != plugin.package for p in claimants):
             claimants.append(plugin)
@@ -163,3 +192,31 @@ def _accepted(factory: Callable[..., Any], options: Mapping[str, Any]) -> dict[s
     except (TypeError, ValueError):
         return {}
     return {k: v for k, v in options.items() if k in params and v is not None}
+
+
+def load_preset(name: str) -> Preset:
+    """The preset registered as `name` (``self-debug``; ``self_debug`` is accepted too).
+
+    Raises:
+        ConfigError: unknown name (listing the known ones), a name two packages claim, a
+            plugin that fails to load or is not a `Preset`.
+    """
+    from redline.workflows.presets import Preset
+
+    plugins, clashes = discover(PRESET_GROUP)
+    wanted = name.strip().replace("_", "-")
+    if wanted in clashes:
+        who = " and ".join(f"{p.package} {p.version} ({p.target})" for p in clashes[wanted])
+        raise ConfigError(f"preset name {wanted!r} is registered by two packages: {who}; "
+                          "uninstall one of them")
+    if wanted not in plugins:
+        known = ", ".join(sorted(plugins)) or "none installed"
+        raise ConfigError(f"unknown preset {name!r} (known: {known}); "
+                          "see `redline presets list`")
+    plugin = plugins[wanted]
+    preset = plugin.load_object()
+    if not isinstance(preset, Preset):
+        raise ConfigError(f"preset plugin {wanted!r} from package {plugin.package}: "
+                          f"{plugin.target} is {type(preset).__name__}, not a "
+                          "redline.workflows.presets.Preset")
+    return preset

@@ -226,6 +226,9 @@ class Round(_Frozen):
     """The candidates this round produced, each with its critiques."""
     usage: Usage = Usage()
     """What this round cost (generation or revision, plus critiques)."""
+    reflection: str | None = None
+    """The memory entry written on this round's attempt before the next one (Reflexion's
+    reflection, Self-Refine's feedback history); None when none was written."""
 
 
 class StopReason(str, Enum):
@@ -271,7 +274,8 @@ class RefineResult(_Frozen):
     usage: Usage
     """Total cost of the run."""
     memory: list[str] = Field(default_factory=list)
-    """Reflections kept across rounds (Reflexion)."""
+    """The memory the run ended with: the last entries its reflector kept (Reflexion's
+    reflections); each round's own entry is `Round.reflection`."""
     error: str | None = None
     """The error message when ``stop_reason`` is ``error``."""
 

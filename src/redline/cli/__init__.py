@@ -40,7 +40,9 @@ def cli() -> None:
       redline refine "Explain TCP slow start in three sentences."
       redline refine -f draft.md --task "Fix grammar; keep the meaning" -o fixed.md
       echo "Write a haiku about rain" | redline refine --json
+      redline refine --preset self-debug -f solution.py --task "Fix the function"
       redline critics list
+      redline presets list
     """
 
 
@@ -54,7 +56,7 @@ def main(argv: list[str] | None = None) -> Any:
 
 
 # The subcommands register themselves on `cli`.
-from redline.cli import _critics, _refine, _rm  # noqa: E402, F401
+from redline.cli import _critics, _presets, _refine, _rm  # noqa: E402, F401
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

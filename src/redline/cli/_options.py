@@ -83,5 +83,6 @@ def spec_fields(opts: dict[str, Any], budget: Budget) -> dict[str, Any]:
         "revise_when": opts["revise_when"],
         "revise_from": opts["revise_from"],
         "patience": opts["patience"],
+        "select": opts["select"],
         "system": opts["system"],
     }

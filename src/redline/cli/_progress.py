@@ -70,6 +70,7 @@ _NEXT = {
     "revise": "critiquing revision {round} …",
     "critique": "deciding …",
     "decide": "revising (round {next}) …",
+    "reflect": "revising (round {next}) …",
 }
 
 

@@ -52,6 +52,19 @@ DEFAULT_FILE_TASK = "Improve the following text. Keep its meaning, fix its error
               show_default=True, help="Revise the best candidate so far, or the last one.")
 @click.option("--patience", type=int, default=2, show_default=True,
               help="Stop as converged after this many rounds without a gain.")
+@click.option("--preset", metavar="NAME",
+              help="A research method's configuration: self-refine, reflexion, critic, "
+                   "self-debug, best-of-n (see `redline presets list`). -c fills its "
+                   "critic; flags you give override its settings.")
+@click.option("--select", type=click.Choice(["score", "vote"]), default="score",
+              show_default=True,
+              help="Return the best-scored answer, or the majority final answer (vote).")
+@click.option("--memory", type=int, metavar="K",
+              help="Reflections (reflexion) or rounds of feedback (self-refine) kept.")
+@click.option("--no-explain", is_flag=True,
+              help="self-debug: fix from the failing tests alone, without explaining first.")
+@click.option("--rubric", "rubric_file", metavar="FILE",
+              help="self-refine: the rubric the model judges its answers by.")
 @click.option("--system", metavar="TEXT", help="A system prompt for drafting and revising.")
 @click.option("--temperature", type=float,
               help="Sampling temperature of drafts (default 0, or 0.7 with -n > 1).")
@@ -130,7 +143,17 @@ def _refine(opts: dict[str, Any]) -> tuple[RefineResult, dict[str, Any]]:
     work. Returns the result and the run's settings (the spec, for ``--json``)."""
     from redline.workflows import RunSpec
 
-    spec = RunSpec(**spec_fields(opts, _budget(opts)))
+    explicit = _explicit(opts)
+    fields = spec_fields(opts, _budget(opts, explicit))
+    if opts["preset"] is not None:
+        fields = _preset_fields(opts, fields, explicit)
+    else:
+        for flag, key in (("--memory", "memory"), ("--no-explain", "no_explain"),
+                          ("--rubric", "rubric_file")):
+            if key in explicit:
+                raise ConfigError(f"{flag} applies to a preset; add --preset NAME (see "
+                                  "`redline presets list`)")
+    spec = RunSpec(**fields)
     task = _read_task(opts, system=spec.system)
     if opts["output"] is not None:
         from redline._files import check_writable
@@ -217,7 +240,46 @@ def _api_key(opts: dict[str, Any]) -> str | None:
     return opts["api_key"]
 
 
-def _budget(opts: dict[str, Any]) -> Budget:
+# The RunSpec policy fields and the options that set them.
+_POLICY_OPTIONS = {"threshold": "threshold", "n": "drafts", "temperature": "temperature",
+                   "seed": "seed", "revise": "revise", "revise_when": "revise_when",
+                   "revise_from": "revise_from", "patience": "patience", "select": "select"}
+_BUDGET_OPTIONS = {"max_rounds": "max_rounds", "max_tokens": "max_tokens",
+                   "max_seconds": "max_seconds", "max_llm_calls": "max_calls",
+                   "max_cost_usd": "max_cost"}
+
+
+def _explicit(opts: dict[str, Any]) -> set[str]:
+    """The options the user gave (not their defaults)."""
+    from click.core import ParameterSource
+
+    ctx = click.get_current_context()
+    return {name for name in opts
+            if ctx.get_parameter_source(name) not in (None, ParameterSource.DEFAULT)}
+
+
+def _preset_fields(opts: dict[str, Any], fields: dict[str, Any],
+                   explicit: set[str]) -> dict[str, Any]:
+    """With --preset, the spec holds only what the user set: the preset decides the rest."""
+    from redline._files import read_config_text
+
+    fields = {k: v for k, v in fields.items()
+              if k not in _POLICY_OPTIONS or _POLICY_OPTIONS[k] in explicit}
+    if not any(opt in explicit for opt in _BUDGET_OPTIONS.values()):
+        fields.pop("budget")
+    if "critic_specs" not in explicit:
+        fields.pop("critics")
+    options: dict[str, Any] = {}
+    if opts["memory"] is not None:
+        options["memory"] = opts["memory"]
+    if opts["no_explain"]:
+        options["explain"] = False
+    if opts["rubric_file"] is not None:
+        options["rubric"] = read_config_text(opts["rubric_file"], "rubric file")
+    return {**fields, "preset": opts["preset"], "preset_options": options}
+
+
+def _budget(opts: dict[str, Any], explicit: set[str]) -> Budget:
     for flag, key in (("--threshold", "threshold"), ("--max-seconds", "max_seconds"),
                       ("--max-cost", "max_cost"), ("--temperature", "temperature")):
         value = opts[key]
@@ -239,9 +301,13 @@ def _budget(opts: dict[str, Any]) -> Budget:
         raise ConfigError(f"--temperature must be between 0 and 2, got {opts['temperature']:g}")
     if opts["system"] is not None and not opts["system"].strip():
         raise ConfigError("--system is empty: give a system prompt or leave it out")
-    return Budget(max_rounds=opts["max_rounds"], max_tokens=opts["max_tokens"],
-                  max_seconds=opts["max_seconds"], max_llm_calls=opts["max_calls"],
-                  max_cost_usd=opts["max_cost"])
+    if opts["memory"] is not None and opts["memory"] < 1:
+        raise ConfigError(f"--memory must be at least 1, got {opts['memory']}")
+    given = {field: opts[option] for field, option in _BUDGET_OPTIONS.items()
+             if opts[option] is not None}
+    if opts["preset"] is not None and "max_rounds" not in explicit:
+        given.pop("max_rounds")  # the preset's own (Budget's default, or none: best-of-n)
+    return Budget(**given)
 
 
 def _json(document: dict[str, Any]) -> str:

@@ -32,7 +32,7 @@ class Progress(BaseModel):
 
     model_config = ConfigDict(frozen=True, use_attribute_docstrings=True)
 
-    node: Literal["generate", "critique", "decide", "revise", "finalize"]
+    node: Literal["generate", "critique", "decide", "reflect", "revise", "finalize"]
     """The graph node that just finished."""
     round: int
     """The current round (0: drafts)."""

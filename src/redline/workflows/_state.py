@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import operator
-from typing import Annotated, Any, TypedDict
+from typing import Annotated, Any, Literal, TypedDict
 
 from pydantic import BaseModel, ConfigDict
 
@@ -20,7 +20,10 @@ from redline.types import (
     Usage,
 )
 
-__all__ = ["STATE_TYPES", "RefineState", "Stop", "best_of", "registered", "scored_history"]
+__all__ = ["STATE_TYPES", "RefineState", "Select", "Stop", "best_of", "registered",
+           "scored_history", "select_best"]
+
+Select = Literal["score", "vote"]
 
 
 class Stop(BaseModel):
@@ -69,8 +72,10 @@ class RefineState(TypedDict, total=False):
     """What the run has spent."""
     elapsed: Annotated[float, operator.add]
     """Seconds the run's nodes have taken (survives a resume)."""
-    memory: Annotated[list[str], operator.add]
-    """Reflections kept across rounds (Reflexion)."""
+    memory: list[str]
+    """The reflector's last entries, oldest first (Reflexion). The ``reflect`` node
+    writes the whole bounded list, so the channel keeps the last value (an appending
+    reducer could not drop the oldest)."""
     stop: Annotated[Stop | None, _last]
     """Set once the loop has decided to stop."""
     clock: tuple[str, float]
@@ -93,6 +98,35 @@ def best_of(scored: list[ScoredCandidate]) -> ScoredCandidate | None:
         if best is None or s.rank > best.rank:
             best = s
     return best
+
+
+def select_best(scored: list[ScoredCandidate], select: Select = "score"
+                ) -> ScoredCandidate | None:
+    """The candidate a run returns.
+
+    ``"score"``: `best_of`. ``"vote"`` (self-consistency, Wang et al. 2023): the
+    candidates' final answers (`redline.feedback_sources.answers.final_answer`) vote,
+    equal answers (by `answer_key`) voting together; the best-ranked candidate of the
+    answer with the most votes wins, a tie between answers going to the one whose best
+    candidate ranks higher. Candidates that state no answer do not vote; when none does,
+    the vote falls back to the score.
+    """
+    if select == "score" or not scored:
+        return best_of(scored)
+    from redline.feedback_sources.answers import answer_key, final_answer
+
+    groups: dict[str, list[ScoredCandidate]] = {}
+    for s in scored:
+        answer = final_answer(s.candidate.text)
+        if answer is not None:
+            groups.setdefault(answer_key(answer), []).append(s)
+    if not groups:
+        return best_of(scored)
+    winners = [best_of(g) for g in groups.values()]
+    ranked = sorted(zip(groups.values(), winners, strict=True),
+                    key=lambda gw: (len(gw[0]), gw[1].rank if gw[1] else (False, 0.0, 0.0)),
+                    reverse=True)
+    return ranked[0][1]
 
 
 STATE_TYPES: tuple[type, ...] = (Task, Candidate, Critique, Usage, ScoredCandidate, Round,

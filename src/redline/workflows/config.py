@@ -11,15 +11,26 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
 
 from redline.agents.generator import Generator
+from redline.agents.reflector import ReflectorLike
 from redline.agents.reviser import ReviseMode, Reviser
 from redline.critics.base import Critic
 from redline.critics.panel import Panel
 from redline.errors import ConfigError
 from redline.llm import ChatModel
 from redline.types import Budget
+from redline.workflows._state import Select
 
 __all__ = ["ModelSettings", "OnError", "Policy", "RefineConfig", "ReviseWhen", "RunSpec"]
 
@@ -66,6 +77,10 @@ class Policy(BaseModel):
     ``"raise"``: the error propagates."""
     preflight: bool = True
     """Check the model and every critic before any token is spent."""
+    select: Select = "score"
+    """How the returned candidate is chosen: the best ``"score"``, or ``"vote"``: a
+    majority over the candidates' final answers, ties broken by score
+    (self-consistency; for tasks with a short final answer)."""
 
 
 class RefineConfig(Policy):
@@ -87,8 +102,11 @@ class RefineConfig(Policy):
     """The drafting agent; None: a `Generator` on `model` with `draft_temperature`."""
     reviser: Reviser | None = None
     """The revising agent; None: a `Reviser` on `model` in mode `revise`."""
-    reflector: Any = None
-    """Reserved for Reflexion's reflection step (the presets issue adds it)."""
+    reflector: ReflectorLike | None = None
+    """Writes a memory entry on each attempt that did not reach the threshold (a
+    `redline.agents.Reflector` for Reflexion, `FeedbackHistory` for Self-Refine); the
+    loop keeps the last ``reflector.memory`` entries and the reviser reads them. With
+    one, the graph gains a ``reflect`` node between decide and revise."""
 
     def __init__(self, **data: Any) -> None:
         try:
@@ -141,7 +159,7 @@ class RefineConfig(Policy):
     @property
     def recursion_limit(self) -> int:
         """LangGraph's step limit, derived from the budget (which is the real limit)."""
-        return 3 * (self.budget.max_rounds + 1) + 10
+        return 4 * (self.budget.max_rounds + 1) + 10
 
     @property
     def seconds_margin(self) -> float:
@@ -191,20 +209,40 @@ class RunSpec(Policy):
     model: ModelSettings = ModelSettings()
     """The chat model."""
     critics: list[str] = Field(default_factory=lambda: ["judge"])
-    """Critic specs, ``NAME[:ARG]`` as for ``--critic`` (see `redline.plugins`)."""
+    """Critic specs, ``NAME[:ARG]`` as for ``--critic`` (see `redline.plugins`); with a
+    preset and none given, the preset's own."""
     critic_settings: dict[str, Any] = Field(default_factory=dict)
     """Command-line settings passed to critic factories that declare them
     (``rm_device``, ``rm_batch_size``)."""
     system: str | None = None
     """A system prompt for the tasks of the run (a task's own wins)."""
     preset: str | None = None
-    """The preset the run was configured from (None: plain refine)."""
+    """The preset the run is configured by (a ``redline.presets`` name such as
+    ``self-debug``; None: plain refine). With a preset, `critics` fill its critic
+    argument, and only the policy fields set explicitly override the preset's."""
+    preset_options: dict[str, Any] = Field(default_factory=dict)
+    """The preset's own arguments (``memory``, ``explain``, ``rubric``)."""
 
     def __init__(self, **data: Any) -> None:
         try:
             super().__init__(**data)
         except ValidationError as exc:
             raise _config_error(exc, "RunSpec") from None
+
+    @model_serializer(mode="wrap")
+    def _given_policy_only(self, handler: SerializerFunctionWrapHandler,
+                           info: SerializationInfo) -> Any:
+        # With a preset, a policy field left unset means "the preset's value": keep it
+        # unset in the JSON, so the spec read back builds the same run.
+        data = handler(self)
+        if self.preset is None or not isinstance(data, dict):
+            return data
+        for name in (*Policy.model_fields, "critics"):
+            if name not in self.model_fields_set:
+                data.pop(name, None)
+        if "budget" in data:
+            data["budget"] = self.budget.model_dump(mode=info.mode, exclude_unset=True)
+        return data
 
     def chat_model(self, *, api_key: str | None = None) -> ChatModel:
         """The chat model these settings select (`api_key` is never stored)."""
@@ -226,10 +264,18 @@ class RunSpec(Policy):
         Raises:
             ConfigError: an unknown critic, a bad argument, a model that cannot be made.
         """
-        from redline.plugins import build_critic
+        from redline.plugins import build_critic, load_preset
 
         settings = {k: v for k, v in self.critic_settings.items() if v is not None}
-        critics = [build_critic(spec, settings) for spec in self.critics or ["judge"]]
-        policy = {name: getattr(self, name) for name in Policy.model_fields}
-        return RefineConfig(model=model or self.chat_model(api_key=api_key),
-                            critics=critics, **policy)
+        if self.preset is None:
+            critics = [build_critic(spec, settings) for spec in self.critics or ["judge"]]
+            policy = {name: getattr(self, name) for name in Policy.model_fields}
+            return RefineConfig(model=model or self.chat_model(api_key=api_key),
+                                critics=critics, **policy)
+        preset = load_preset(self.preset)
+        given = self.model_fields_set
+        critics = [build_critic(spec, settings) for spec in self.critics] \
+            if "critics" in given else []
+        policy = {name: getattr(self, name) for name in Policy.model_fields if name in given}
+        return preset.build(model or self.chat_model(api_key=api_key), critics,
+                            options=self.preset_options, **policy)

@@ -3,10 +3,11 @@
 ```
 START → generate → critique → decide ─┬→ finalize → END
                       ↑               │
-                      └─── revise ←───┘
+                      └─── revise ←───┘ (← reflect ←, with a reflector)
 ```
 `build_refine_graph` closes over the loop's configuration and returns a compiled graph,
-usable alone or as a subgraph, with any checkpointer.
+usable alone or as a subgraph, with any checkpointer. The ``reflect`` node exists only
+when the configuration has a reflector (Reflexion, Self-Refine's feedback history).
 """
 
 from __future__ import annotations
@@ -33,7 +34,15 @@ from redline.types import (
     StopReason,
     Usage,
 )
-from redline.workflows._state import RefineState, Stop, best_of, registered, scored_history
+from redline.workflows._state import (
+    RefineState,
+    Select,
+    Stop,
+    best_of,
+    registered,
+    scored_history,
+    select_best,
+)
 from redline.workflows.config import CriticsArg, RefineConfig
 
 __all__ = ["RunClock", "build_refine_graph", "result_from_state"]
@@ -113,8 +122,32 @@ def _graph(cfg: RefineConfig) -> StateGraph:
     async def decide(state: RefineState) -> Update:
         return {"stop": state.get("stop") or _decide(cfg, state)}
 
-    def route(state: RefineState) -> Literal["revise", "finalize"]:
-        return "finalize" if state.get("stop") else "revise"
+    after_decide: Literal["reflect", "revise"] = "reflect" if cfg.reflector else "revise"
+
+    def route(state: RefineState) -> Literal["reflect", "revise", "finalize"]:
+        return "finalize" if state.get("stop") else after_decide
+
+    async def reflect(state: RefineState) -> Update:
+        reflector = cfg.reflector
+        assert reflector is not None  # the node exists only with one
+        rounds = state["rounds"]
+        current = rounds[-1]
+        # The attempt reflected on is the round's best (a round has one candidate after
+        # the drafts).
+        attempt = best_of(current.scored)
+        if attempt is None:
+            return {}
+        memory = list(state.get("memory") or [])
+
+        async def write() -> str | None:
+            return await reflector.reflect(state["task"], attempt, memory)
+
+        def update(entry: str | None) -> Update:
+            if not entry:
+                return {}
+            return {"memory": [*memory, entry][-reflector.memory:],
+                    "rounds": [current.model_copy(update={"reflection": entry})]}
+        return await _metered(cfg, state, write, update, node="reflect")
 
     async def revise(state: RefineState) -> Update:
         rounds = state["rounds"]
@@ -132,7 +165,7 @@ def _graph(cfg: RefineConfig) -> StateGraph:
     async def finalize(state: RefineState) -> Update:
         elapsed = _elapsed(state)
         done = cast(RefineState, {**state, "elapsed": elapsed})
-        return {"result": result_from_state(done, cfg.threshold),
+        return {"result": result_from_state(done, cfg.threshold, select=cfg.select),
                 "elapsed": elapsed - (state.get("elapsed") or 0.0)}
 
     g = StateGraph(RefineState)
@@ -140,11 +173,14 @@ def _graph(cfg: RefineConfig) -> StateGraph:
     g.add_node("critique", critique)
     g.add_node("decide", decide)
     g.add_node("revise", revise)
+    if cfg.reflector:
+        g.add_node("reflect", reflect)
+        g.add_edge("reflect", "revise")
     g.add_node("finalize", finalize)
     g.add_edge(START, "generate")
     g.add_edge("generate", "critique")
     g.add_edge("critique", "decide")
-    g.add_conditional_edges("decide", route)
+    g.add_conditional_edges("decide", route, [after_decide, "finalize"])
     g.add_edge("revise", "critique")
     g.add_edge("finalize", END)
     return g
@@ -271,6 +307,12 @@ def _decide(cfg: RefineConfig, state: RefineState) -> Stop | None:
         if before and after and after.rank <= before.rank:
             return Stop(reason=StopReason.converged,
                         detail=f"no score gain in the last {cfg.patience} rounds")
+    if cfg.budget.max_rounds == 0:
+        drafts = len(rounds[0].scored)
+        how = "the vote's winner" if cfg.select == "vote" else "the best"
+        return Stop(reason=StopReason.sampled,
+                    detail=f"{drafts} draft{'s' * (drafts != 1)} scored, {how} returned "
+                           "(max_rounds=0: no revision asked for)")
     if revisions >= cfg.budget.max_rounds:
         return Stop(reason=StopReason.budget, limit="max_rounds",
                     detail=f"max_rounds: {revisions} of {cfg.budget.max_rounds} revisions done")
@@ -282,14 +324,16 @@ def _decide(cfg: RefineConfig, state: RefineState) -> Stop | None:
     return None
 
 
-def result_from_state(state: RefineState, threshold: float) -> RefineResult:
-    """The `RefineResult` of a (finished or stopped) run's state."""
+def result_from_state(state: RefineState, threshold: float, *,
+                      select: Select = "score") -> RefineResult:
+    """The `RefineResult` of a (finished or stopped) run's state; `select` is how its
+    best candidate is chosen (see `RefineConfig.select`)."""
     rounds = state.get("rounds") or []
     history = scored_history(rounds)
     stop = state.get("stop") or Stop(reason=StopReason.error, detail="the run did not finish")
     usage = (state.get("usage") or Usage()).model_copy(
         update={"seconds": state.get("elapsed") or 0.0})
-    best = best_of(history)
+    best = select_best(history, select)
     if best is None and state.get("pending"):
         # The draft was made (and paid for) but never scored: return it, marked.
         best = ScoredCandidate(candidate=state["pending"][0], score=0.0, gates_passed=False,
