@@ -211,10 +211,38 @@ async def test_self_debug_never_revises_a_passing_draft() -> None:
     assert len(model.calls) == 1 and result.text == good
 
 
-def test_self_debug_without_tests_uses_doctests_and_generated_tests() -> None:
+def test_self_debug_without_tests_uses_the_tasks_own_else_generated_ones() -> None:
+    from redline.critics.task_tests import TaskTestsCritic
+
     cfg = self_debug(ScriptedChat([]))
-    assert [c.name for c in cfg.panel.critics] == ["doctest", "gentests"]
+    assert [type(c) for c in cfg.panel.critics] == [TaskTestsCritic]
     assert cfg.revise_when == "on_failure"
+    source = TaskTestsCritic.source
+    assert source(Task(prompt="Q", metadata={"tests": "assert f() == 1"})) == "metadata"
+    assert source(Task(prompt='def f():\n    """\n    >>> f()\n    1\n    """')) == "examples"
+    assert source(Task(prompt="Fix it", draft='def f():\n    """\n    >>> f()\n    1\n    """'
+                       )) == "examples"
+    assert source(Task(prompt="Write f.")) == "generated"
+
+
+async def test_self_debug_fixes_a_given_file_by_its_own_examples() -> None:
+    draft = 'def is_even(n):\n    """\n    >>> is_even(4)\n    True\n    """\n    return n % 2 == 1\n'
+    fixed = draft.replace("== 1", "== 0")
+    model = routed({"selfdebug_system": ["It returns n % 2 == 1, False for 4.", fixed]}, [])
+    result = await redline.arefine(Task(prompt="Fix is_even.", draft=draft),
+                                   self_debug(model))
+    assert texts(result) == [draft, fixed.strip()]
+    assert result.stop_reason is StopReason.threshold
+    assert "is_even(4)" in calls_with_system(model, "selfdebug_system")[0]
+
+
+async def test_self_debug_without_usable_generated_tests_goes_on_without_a_verdict() -> None:
+    model = routed({"gentests_system": ['{"tests": []}', '{"tests": []}']},
+                   ["```python\ndef f():\n    return 1\n```"])
+    result = await redline.arefine("Write f() returning 1.", self_debug(model))
+    critique = result.best.critiques[0]
+    assert result.stop_reason is not StopReason.error and critique.passed is None
+    assert "no tests" in critique.evidence["note"]
 
 
 async def test_best_of_n_makes_n_drafts_no_revision_and_stops_sampled() -> None:

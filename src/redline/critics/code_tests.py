@@ -34,8 +34,9 @@ from redline.feedback_sources.sandbox import Sandbox, default_sandbox
 from redline.types import Candidate, Critique, Task
 
 __all__ = ["DoctestCritic", "PythonTestsCritic", "doctest_critic", "entry_point",
-           "pytest_critic", "report_critique"]
+           "examples_text", "has_examples", "pytest_critic", "report_critique"]
 
+_EXAMPLE = re.compile(r"^\s*>>> ", re.MULTILINE)
 _DEF = re.compile(r"^\s*(?:async\s+)?def\s+([A-Za-z_]\w*)\s*\(", re.MULTILINE)
 
 
@@ -117,15 +118,29 @@ class DoctestCritic(PythonTestsCritic):
 
     def suite_for(self, task: Task) -> TestSuite:
         """The examples in the task's prompt, one test each (from its fenced Python
-        blocks when it has some: "Complete this function: ```python ...```")."""
-        blocks = [b.code for b in code_blocks(task.prompt)
-                  if b.language in ("", "python", "py", "python3", "pycon")]
-        text = "\n".join(blocks) if blocks else task.prompt
+        blocks when it has some: "Complete this function: ```python ...```"); when the
+        prompt has none, the examples in the given draft (``redline refine -f code.py``),
+        read once from the original so that a revision cannot rewrite its own tests."""
+        text = examples_text(task.prompt)
+        if not has_examples(text) and task.draft is not None:
+            text = examples_text(task.draft)
         try:
             return TestSuite.from_doctests(text)
         except ValueError as exc:  # a malformed example (bad indentation of its output)
             raise CriticError(f"critic {self.name!r}: the examples in task {task.id!r} "
                               f"cannot be read: {exc}", critic=self.name) from exc
+
+
+def examples_text(text: str) -> str:
+    """Where a text's ``>>>`` examples are: its fenced Python blocks, else the text."""
+    blocks = [b.code for b in code_blocks(text)
+              if b.language in ("", "python", "py", "python3", "pycon")]
+    return "\n".join(blocks) if blocks else text
+
+
+def has_examples(text: str) -> bool:
+    """Whether `text` holds at least one ``>>>`` example."""
+    return _EXAMPLE.search(text) is not None
 
 
 def entry_point(task: Task) -> str | None:
@@ -199,7 +214,8 @@ def doctest_critic(arg: str | None) -> DoctestCritic:
     """The task's >>> examples run against the answer's code in the sandbox.
 
     Argument: none. The examples are read from each task's prompt (HumanEval prompts
-    carry them in the docstring); a task without examples is only checked to load.
+    carry them in the docstring), else from the draft given with -f; a task without
+    examples is only checked to load.
 
     Examples:
         --critic doctest

@@ -281,7 +281,8 @@ def _wrong_setup(exc: Exception) -> bool:
 def _decide(cfg: RefineConfig, state: RefineState) -> Stop | None:
     rounds = state["rounds"]
     history = scored_history(rounds)
-    best = best_of(history)
+    # The threshold is about the candidate the run would return (the vote's winner).
+    best = select_best(history, cfg.select)
     if best is None:
         return Stop(reason=StopReason.error, detail="no candidate could be scored")
     if best.score >= cfg.threshold and best.gates_passed:

@@ -102,7 +102,7 @@ def self_refine(model: ChatModel, rubric: str | None = None, *, memory: int = 3,
         reflector=FeedbackHistory(memory=memory))
 
 
-def reflexion(model: ChatModel, evaluator: CriticsLike, memory: int = 3, *,
+def reflexion(model: ChatModel, evaluator: CriticsLike | None = None, memory: int = 3, *,
               reflector_model: ChatModel | None = None, reviser_model: ChatModel | None = None,
               **policy: Any) -> RefineConfig:
     """Reflexion (Shinn et al. 2023): attempt → evaluate → verbal reflection → retry.
@@ -122,7 +122,7 @@ def reflexion(model: ChatModel, evaluator: CriticsLike, memory: int = 3, *,
         model: makes the attempts (and reflects, unless `reflector_model` is given).
         evaluator: the critic(s) whose verdict says an attempt failed: tests
             (`PythonTestsCritic`, `DoctestCritic`, `GeneratedTestsCritic`), a checker, a
-            judge.
+            judge. Required (None raises `ConfigError`).
         memory: how many reflections the next attempt reads (the paper used 1 to 3).
         reflector_model: the model that writes reflections.
         reviser_model: the model that makes the retries (default `model`).
@@ -187,26 +187,27 @@ def self_debug(model: ChatModel, tests: str | CriticsLike | None = None,
     candidate is returned, so a fix never makes the result worse than the draft.
 
     Differs from the paper: the paper's prompts are few-shot; the tests, when not given,
-    are the task's doctest examples plus tests the model writes from the task alone
+    are the task's own (``metadata["tests"]``, the ``>>>`` examples of its prompt or of
+    the given draft), else tests the model writes from the task alone
     (`GeneratedTestsCritic`), because many tasks carry no example.
 
     Args:
         model: drafts (and explains and fixes, unless `reviser_model` is given).
         tests: a tests module's source (asserts, ``test_*`` functions, or HumanEval's
-            ``check``), test critics, or None: the task's doctests and generated tests.
+            ``check``), test critics, or None: the task's own tests, else generated
+            ones (`TaskTestsCritic`).
         explain: explain before fixing (the paper's "explanation" feedback); False is its
             "simple feedback" variant (the failing tests only).
         reviser_model: the model that explains and fixes.
         **policy: `RefineConfig` policy fields.
     """
-    from redline.critics.code_tests import DoctestCritic, PythonTestsCritic
-    from redline.critics.generated_tests import GeneratedTestsCritic
+    from redline.critics.code_tests import PythonTestsCritic
+    from redline.critics.task_tests import TaskTestsCritic
 
     if isinstance(tests, str):
         checks: list[Any] = [PythonTestsCritic(tests)]
     else:
-        checks = _critics(tests, "self_debug's tests") or [DoctestCritic(),
-                                                          GeneratedTestsCritic()]
+        checks = _critics(tests, "self_debug's tests") or [TaskTestsCritic()]
     return _assemble(
         "self-debug", policy, fixed={"revise_when": "on_failure", "revise": "rewrite"},
         defaults={"revise_from": "last", "patience": 3},
@@ -300,7 +301,10 @@ class Preset:
                 raise ConfigError(f"preset {self.name!r} makes its own critic ({self.needs}); "
                                   "leave out --critic")
             arguments[self.critics_param] = list(critics)
-        return self.function(model, **arguments)
+        try:
+            return self.function(model, **arguments)
+        except TypeError as exc:  # a preset function called with what it does not take
+            raise ConfigError(f"preset {self.name!r}: {exc}") from exc
 
 
 SELF_REFINE = Preset(
@@ -317,7 +321,8 @@ CRITIC = Preset(
     critics_param="tools")
 SELF_DEBUG = Preset(
     "self-debug", self_debug, "run the code's tests, explain the code, fix it",
-    "Chen et al. 2024, Self-Debug", "code; tests (--critic; default: doctest + gentests)",
+    "Chen et al. 2024, Self-Debug",
+    "code; tests (--critic; default: the task's examples, else generated tests)",
     critics_param="tests", options=frozenset({"explain"}))
 BEST_OF_N = Preset(
     "best-of-n", best_of_n, "sample n drafts, return the best (or the majority answer)",
