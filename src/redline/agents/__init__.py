@@ -1,12 +1,15 @@
-"""The LLM-driven actors of the loop: the generator and the reviser.
+"""The LLM-driven actors of the loop: the generator and the revisers.
 
 `render_feedback` is how the critiques read to the reviser; pass another function as
-``Reviser(model, feedback=...)`` to change it. The prompts themselves live in
-`redline.prompts`.
+``Reviser(model, feedback=...)`` to change it (`render_failures`: only what failed).
+`DebugReviser` is Self-Debug's reviser: it explains the code and traces a failing test
+before it fixes. The prompts themselves live in `redline.prompts`.
 """
 
-from redline.agents.feedback import FeedbackRenderer, render_feedback
+from redline.agents.debugger import DebugReviser
+from redline.agents.feedback import FeedbackRenderer, render_failures, render_feedback
 from redline.agents.generator import Generator
-from redline.agents.reviser import ReviseMode, Reviser
+from redline.agents.reviser import OnRepeat, ReviseMode, Reviser
 
-__all__ = ["FeedbackRenderer", "Generator", "ReviseMode", "Reviser", "render_feedback"]
+__all__ = ["DebugReviser", "FeedbackRenderer", "Generator", "OnRepeat", "ReviseMode",
+           "Reviser", "render_failures", "render_feedback"]

@@ -32,6 +32,14 @@ The prompts and their placeholders:
 - ``gentests_user``: the request for tests; ``$k``, ``$target``, ``$open``, ``$task``,
   ``$close``.
 - ``gentests_reask``: its second try; ``$problem``, ``$k``.
+- ``revise_repeat``: the reviser's second try after a reply that repeated the answer
+  (``on_repeat="resample"``); ``$feedback``.
+- ``selfdebug_system``: Self-Debug's reviser's system message.
+- ``selfdebug_explain``: asks to explain the code and trace a failing test, no fix;
+  ``$task``, ``$answer``, ``$feedback``.
+- ``selfdebug_fix``: asks for the fixed code in full; ``$task``, ``$answer``,
+  ``$feedback``, ``$explanation``, ``$memory``.
+- ``selfdebug_explanation``: the explanation inside ``selfdebug_fix``; ``$explanation``.
 - ``interpreter_system``: the interpreter verifier's system message (CRITIC's program).
 - ``interpreter_user``: the request for a program computing the answer; ``$open``,
   ``$task``, ``$close``.
