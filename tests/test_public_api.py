@@ -66,3 +66,17 @@ def test_the_loop_does_not_load_torch() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == "False False"
+
+
+def test_the_human_critic_is_public_and_light() -> None:
+    from redline.critics.human import HumanCritic
+    from redline.errors import HumanInputNeeded, RedlineError
+
+    assert redline.critics.HumanCritic is HumanCritic
+    assert issubclass(HumanInputNeeded, RedlineError)
+    # The CLI lists and builds critics without LangGraph: graph mode imports it late.
+    code = ("import sys, redline.critics.human; redline.critics.human.human_critic(None); "
+            "print('langgraph' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "False"

@@ -8,6 +8,7 @@ RedlineError
 │   ├── LLMUnavailableError    transient failures outlasted the retries (attempts, status)
 │   └── LLMResponseError       the model answered with something unusable
 ├── CriticError                a critic broke (not: the critic disagreed — that is a Critique)
+├── HumanInputNeeded           the run paused for a person's verdict (resume= continues it)
 ├── FeedbackSourceError        an external tool (compiler, sandbox, search) could not run
 └── BudgetExceeded             a call would pass a budget limit (the loop stops on it)
 ```
@@ -18,16 +19,17 @@ broke" is one of these exceptions.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from redline.types import BudgetLimit
+    from redline.types import BudgetLimit, Task
 
 __all__ = [
     "BudgetExceeded",
     "ConfigError",
     "CriticError",
     "FeedbackSourceError",
+    "HumanInputNeeded",
     "LLMError",
     "LLMResponseError",
     "LLMUnavailableError",
@@ -79,6 +81,32 @@ class CriticError(RedlineError):
     def __init__(self, message: str, *, critic: str | None = None) -> None:
         self.critic = critic
         super().__init__(message)
+
+
+class HumanInputNeeded(RedlineError):
+    """The run paused: a `HumanCritic` waits for a person's mark (graph mode).
+
+    The run is kept by its checkpointer; ``arefine(task, config, checkpointer=same,
+    resume=answer)`` continues it (see `redline.critics.human` for the answer).
+
+    Attributes:
+        task: the paused run's task (its id is the run's thread id).
+        payload: what to show the person: the interrupt's value (for a `HumanCritic`,
+            the critic, the task's prompt, the candidate's text and id, the scale).
+        interrupt_id: LangGraph's id of the pause.
+    """
+
+    def __init__(self, message: str, *, task: Task, payload: Any,
+                 interrupt_id: str | None = None) -> None:
+        self.task = task
+        self.payload = payload
+        self.interrupt_id = interrupt_id
+        super().__init__(message)
+
+    @property
+    def thread_id(self) -> str:
+        """The run's LangGraph thread id (the task's id)."""
+        return self.task.id
 
 
 class FeedbackSourceError(RedlineError):

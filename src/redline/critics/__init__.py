@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from redline.critics.command import CommandCritic
     from redline.critics.factcheck import FactCheckCritic
     from redline.critics.generated_tests import GeneratedTestsCritic
+    from redline.critics.human import HumanCritic
     from redline.critics.interpreter import InterpreterCritic
     from redline.critics.remote_reward import RemoteRewardCritic
     from redline.critics.reward_model import (
@@ -37,6 +38,7 @@ __all__ = [
     "FactCheckCritic",
     "FunctionCritic",
     "GeneratedTestsCritic",
+    "HumanCritic",
     "InterpreterCritic",
     "LLMJudge",
     "Panel",
@@ -56,6 +58,7 @@ _LAZY = {
     "CommandCritic": "command",
     "FactCheckCritic": "factcheck",
     "GeneratedTestsCritic": "generated_tests",
+    "HumanCritic": "human",
     "InterpreterCritic": "interpreter",
     "RemoteRewardCritic": "remote_reward",
     "RewardCritic": "reward_model",

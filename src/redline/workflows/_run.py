@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 from pydantic import BaseModel, ConfigDict
 
 from redline._aio import gather_all, run_sync
-from redline.errors import ConfigError, RedlineError
+from redline.critics.human import PAYLOAD_KIND, HumanCritic, read_verdict
+from redline.errors import ConfigError, HumanInputNeeded, RedlineError
 from redline.llm import ChatModel
 from redline.types import RefineResult, ScoredCandidate, StopReason, Task, Usage
 from redline.workflows._state import RefineState, best_of, scored_history
@@ -61,6 +62,7 @@ async def arefine(
     *,
     checkpointer: Any = None,
     on_progress: ProgressCallback | None = None,
+    resume: Any = None,
     **fields: Any,
 ) -> RefineResult:
     """Draft, critique and revise until the threshold or the budget; return the best.
@@ -80,6 +82,9 @@ async def arefine(
             resumes where it stopped, and a finished one returns its stored result. A
             task whose stored result is an error is retried from the step that failed.
         on_progress: called (sync or async) after each step with a `Progress`.
+        resume: the answer to the pause of a run that raised `HumanInputNeeded` (a
+            `HumanCritic` in graph mode): a mark, or ``{"score": ..., "feedback":
+            ...}``; the run continues from the pause (same task and checkpointer).
         **fields: `RefineConfig` fields: ``model`` (a `ChatModel`, a model string such
             as ``"openai:gpt-4o-mini"``, ``"ollama:qwen2.5"`` or ``"local"``, a
             LangChain chat model, or None for the CLI's default: the configured
@@ -95,8 +100,13 @@ async def arefine(
 
     Raises:
         ConfigError: a bad field, or a preflight found a critic or the model unable to
-            work (before any token was spent).
-        CriticError, LLMError: a critic or the model broke, with ``on_error="raise"``.
+            work (before any token was spent); a graph-mode `HumanCritic` without a
+            checkpointer; ``resume=`` for a run that is not paused.
+        HumanInputNeeded: the run paused for a person's mark; it carries what to show
+            them (``payload``), and ``resume=`` continues the run.
+        CriticError: ``resume=`` is not an answer the paused critic can read (the run
+            stays paused); or a critic broke, with ``on_error="raise"``.
+        LLMError: the model broke, with ``on_error="raise"``.
     """
     task = task if isinstance(task, Task) else Task(prompt=task)
     if "model" in fields and not isinstance(fields["model"], ChatModel):
@@ -108,15 +118,28 @@ async def arefine(
         cfg = RefineConfig(**fields)
     else:
         cfg = config.replace(**fields) if fields else config
+    if checkpointer is None:
+        _check_no_pause(cfg, resume)
     if cfg.preflight:
         await preflight_run(cfg)
     graph = build_refine_graph(cfg, checkpointer=checkpointer)
     run_config: RunnableConfig = {"configurable": {"thread_id": task.id},
                                   "recursion_limit": cfg.recursion_limit}
-    graph_input: dict[str, Any] | None = {"task": task}
+    graph_input: Any = {"task": task}
     elapsed_before = 0.0
     if checkpointer is not None:
         snapshot = await graph.aget_state(run_config)
+        paused = _pauses(snapshot)
+        if paused and resume is None:
+            raise _human_input_needed(task, paused)
+        if resume is not None:
+            if not paused:
+                raise ConfigError(f"resume= was given, but run {task.id!r} is not paused "
+                                  "for human input")
+            _check_answer(paused[0], resume)
+            from langgraph.types import Command
+
+            graph_input = Command(resume=resume)
         stored = snapshot.values.get("result")
         if stored is not None and not snapshot.next:
             if stored.stop_reason is not StopReason.error:
@@ -126,9 +149,11 @@ async def arefine(
             if snapshot.next:
                 run_config = cast("RunnableConfig", dict(snapshot.config))
         if snapshot.next:
-            graph_input = None  # resume the interrupted run from its last checkpoint
+            if resume is None:
+                graph_input = None  # resume the interrupted run from its last checkpoint
             elapsed_before = snapshot.values.get("elapsed") or 0.0
     state: dict[str, Any] = {}
+    pauses: list[Any] = []
     step: tuple[str, dict[str, Any]] | None = None
     # The clock starts with the first step: after imports, model start-up, preflight.
     with RunClock(elapsed_before).active() as clock:
@@ -139,6 +164,9 @@ async def arefine(
                 # cannot say so.
                 mode, chunk = cast("tuple[str, dict[str, Any]]", item)
                 if mode == "updates":
+                    if "__interrupt__" in chunk:  # a critic paused for a person
+                        pauses.extend(chunk["__interrupt__"])
+                        continue
                     node, delta = next(iter(chunk.items()))
                     step = (node, delta or {})
                     continue
@@ -152,7 +180,52 @@ async def arefine(
             if state.get("task") is not None:
                 log.info("run %s interrupted after %.1f s", task.id, clock.elapsed())
             raise
+    if pauses:
+        raise _human_input_needed(task, pauses)
     return state["result"]
+
+
+def _check_no_pause(cfg: RefineConfig, resume: Any) -> None:
+    """Without a checkpointer a pause could never be resumed: refuse before any token."""
+    if resume is not None:
+        raise ConfigError("resume= needs the checkpointer that keeps the paused run "
+                          "(checkpointer=...)")
+    for name, critic in zip(cfg.panel.names, cfg.panel.critics, strict=True):
+        if isinstance(critic, HumanCritic) and critic.pauses:
+            raise ConfigError(f"critic {name!r}: a HumanCritic needs a checkpointer in graph "
+                              "mode (arefine(..., checkpointer=InMemorySaver())), or pass "
+                              "ask=... to ask the person directly")
+
+
+def _pauses(snapshot: Any) -> list[Any]:
+    """The pending interrupts of a run's latest checkpoint (LangGraph `Interrupt`s)."""
+    return [i for t in snapshot.tasks for i in t.interrupts]
+
+
+def _check_answer(pause: Any, resume: Any) -> None:
+    """Check ``resume=`` before the run continues: a `HumanCritic`'s pause would only
+    ask again, and the caller is here to hear what was wrong."""
+    payload = pause.value
+    if isinstance(payload, dict) and payload.get("kind") == PAYLOAD_KIND:
+        read_verdict(resume, critic=payload["critic"], scale=payload["scale"])
+
+
+def _human_input_needed(task: Task, pauses: list[Any]) -> HumanInputNeeded:
+    pause = pauses[0]
+    payload = pause.value
+    ours = isinstance(payload, dict) and payload.get("kind") == PAYLOAD_KIND
+    if ours:
+        what = (f"critic {payload['critic']!r} waits for a mark (0-{payload['scale']:g}) of "
+                f"candidate {payload['candidate_id'][:8]}")
+    else:
+        what = f"the graph waits for input: {payload!r:.80}"
+    rejected = payload.get("error") if ours else None
+    return HumanInputNeeded(
+        f"run {task.id!r} is paused for human input: {what}"
+        + (f" (the last answer was rejected: {rejected})" if rejected else "")
+        + "; continue it with arefine(exc.task, config, checkpointer=<the same>, "
+          "resume={'score': ..., 'feedback': '...'})",
+        task=task, payload=payload, interrupt_id=getattr(pause, "id", None))
 
 
 async def _before_the_error(graph: Any, config: RunnableConfig) -> Any:
