@@ -10,12 +10,11 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from test_plugins import install_fake, site  # noqa: F401  (the fixture)
 
 from redline.cli import cli
 from redline.prompts import render
 from redline.testing import OpenAICompatServer
-
-from test_plugins import install_fake, site  # noqa: F401  (the fixture)
 
 
 @pytest.fixture(autouse=True)

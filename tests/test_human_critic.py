@@ -314,6 +314,15 @@ class Pty:
                 self.seen += chunk.decode("utf-8", "replace")
         self.seen = self.seen[self.seen.index(text) + len(text):]
 
+    def drain(self, seconds: float) -> str:
+        """What the terminal shows over the next `seconds` (added to what is unread)."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            ready, _, _ = select.select([self.master], [], [], left)
+            if ready:
+                self.seen += os.read(self.master, 4096).decode("utf-8", "replace")
+        return self.seen
+
     def type(self, line: str) -> None:
         os.write(self.master, line.encode() + b"\n")
 
@@ -337,6 +346,10 @@ def test_cli_asks_on_the_terminal_and_the_feedback_reaches_the_reviser() -> None
             term.expect("Say something")
             term.expect("first")
             term.expect("mark 0-10: ")
+            # The progress spinner is stopped while the person answers: nothing redraws
+            # the prompt's line.
+            shown = term.drain(0.6)
+            assert "\x1b[2K" not in shown and "critiquing" not in shown, shown
             term.type("great")  # not a mark: asked again
             term.expect("'great' is not a mark: type a number from 0 to 10")
             term.expect("mark 0-10: ")

@@ -226,7 +226,8 @@ def test_self_debug_without_tests_uses_the_tasks_own_else_generated_ones() -> No
 
 
 async def test_self_debug_fixes_a_given_file_by_its_own_examples() -> None:
-    draft = 'def is_even(n):\n    """\n    >>> is_even(4)\n    True\n    """\n    return n % 2 == 1\n'
+    draft = ('def is_even(n):\n    """\n    >>> is_even(4)\n    True\n    """\n'
+             "    return n % 2 == 1\n")
     fixed = draft.replace("== 1", "== 0")
     model = routed({"selfdebug_system": ["It returns n % 2 == 1, False for 4.", fixed]}, [])
     result = await redline.arefine(Task(prompt="Fix is_even.", draft=draft),

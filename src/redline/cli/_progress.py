@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from rich.console import Console
@@ -44,6 +46,20 @@ class ProgressPrinter:
     def __exit__(self, *exc: object) -> None:
         if self._status is not None:
             self._status.stop()
+            self._status = None
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Stop the spinner inside the block (a terminal dialog: ``--critic human``), so
+        that it does not redraw its line over the prompt."""
+        status = self._status
+        if status is not None:
+            status.stop()
+        try:
+            yield
+        finally:
+            if status is not None and self._status is status:
+                status.start()
 
     def __call__(self, event: Progress) -> None:
         if self.console is None:

@@ -178,8 +178,10 @@ async def _run(task: Task, config: Any, quiet: bool) -> RefineResult:
         last[0] = event
         printer(event)
 
+    from redline.critics.human import terminal_guard
+
     try:
-        with printer:
+        with printer, terminal_guard(printer.paused):
             return await arefine(task, config, on_progress=on_progress)
     except asyncio.CancelledError:
         # Ctrl-C: asyncio.run cancels this task; keep what the run had.

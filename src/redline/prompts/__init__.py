@@ -44,6 +44,13 @@ The prompts and their placeholders:
 - ``interpreter_user``: the request for a program computing the answer; ``$open``,
   ``$task``, ``$close``.
 - ``interpreter_reask``: its second try; ``$problem``.
+- ``reflect_system``: the reflector's system message (Reflexion).
+- ``reflect_user``: the request for a reflection on a failed attempt; ``$task``,
+  ``$answer``, ``$feedback``, ``$memory``.
+- ``reflexion_attempt``: Reflexion's fresh attempt guided by the reflections; ``$task``,
+  ``$memory``.
+- ``selfrefine_revise``: Self-Refine's refinement of the last answer with the history of
+  feedback; ``$task``, ``$answer``, ``$feedback``, ``$memory``.
 
 ``$open`` and ``$close`` are the random markers that fence untrusted text.
 
