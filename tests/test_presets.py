@@ -139,6 +139,16 @@ async def test_reflexion_keeps_a_bounded_memory_that_reaches_each_fresh_attempt(
     assert "try1" not in attempts[0] and "try3" not in attempts[2]
 
 
+async def test_reflexion_attempts_on_a_given_draft_see_the_draft_not_the_last_attempt(
+        ) -> None:
+    model = routed({"reflect_system": ["lesson one"]}, ["try1"])
+    task = Task(prompt="Fix the spelling.", draft="teh original text")
+    result = await redline.arefine(task, reflexion(model, Check("try1")))
+    assert texts(result) == ["teh original text", "try1"]
+    attempt = model.calls[-1]["messages"][-1]["content"]
+    assert "teh original text" in attempt and "lesson one" in attempt
+
+
 async def test_reflexion_memory_survives_a_checkpoint_resume() -> None:
     saver = InMemorySaver()
     task = Task(prompt="Solve it.", id="reflexion-resume")

@@ -39,8 +39,8 @@ class Reviser:
 
     What the model reads is injectable, so a preset changes it without a new reviser:
     the prompts (a name from `redline.prompts` or template text with the placeholders
-    ``$task``, ``$answer``, ``$feedback``, ``$memory``), and the function that turns the
-    critiques into the ``$feedback`` text.
+    ``$task``, ``$answer``, ``$feedback``, ``$memory``, ``$given``), and the function
+    that turns the critiques into the ``$feedback`` text.
 
     Args:
         model: the chat model.
@@ -63,8 +63,10 @@ class Reviser:
             fill.
     """
 
-    PLACEHOLDERS = frozenset({"task", "answer", "feedback", "memory"})
-    """What the reviser fills in its prompts."""
+    PLACEHOLDERS = frozenset({"task", "answer", "feedback", "memory", "given"})
+    """What the reviser fills in its prompts (``$given``: the text the task gave to work
+    on, `Task.draft`, fenced, or "" when it gave none; a prompt for a fresh attempt
+    that does not show ``$answer`` needs it)."""
     REPEAT_PLACEHOLDERS = frozenset({"task", "answer", "feedback", "memory"})
     """What the reviser fills in `repeat_prompt`."""
 
@@ -119,7 +121,7 @@ class Reviser:
         prompt = prompts.render(self.edit_prompt if mode == "edit" else self.prompt,
                                 task=task.prompt, answer=scored.candidate.text,
                                 feedback=self.feedback_text(scored),
-                                memory=self.memory_text(memory))
+                                memory=self.memory_text(memory), given=given_text(task))
         return [{"role": "system", "content": task.system or prompts.render(self.system)},
                 {"role": "user", "content": prompt}]
 
@@ -185,6 +187,14 @@ class Reviser:
 
 def _lines(text: str) -> list[str]:
     return [line.rstrip() for line in text.strip().splitlines() if line.strip()]
+
+
+def given_text(task: Task) -> str:
+    """The ``$given`` of the reviser's prompts: the task's draft to work on, fenced, or
+    "" when the task gave none."""
+    if task.draft is None:
+        return ""
+    return prompts.render("revise_given", given=task.draft)
 
 
 _MARKER_LINE = re.compile(r"^\s*(?:<{2,}\s*ANSWER\S*|ANSWER\S*?>{2,})\s*$")

@@ -48,7 +48,8 @@ The prompts and their placeholders:
 - ``reflect_user``: the request for a reflection on a failed attempt; ``$task``,
   ``$answer``, ``$feedback``, ``$memory``.
 - ``reflexion_attempt``: Reflexion's fresh attempt guided by the reflections; ``$task``,
-  ``$memory``.
+  ``$memory``, ``$given``.
+- ``revise_given``: the text a task gave to work on, inside a reviser's prompt; ``$given``.
 - ``selfrefine_revise``: Self-Refine's refinement of the last answer with the history of
   feedback; ``$task``, ``$answer``, ``$feedback``, ``$memory``.
 
