@@ -235,6 +235,15 @@ def test_self_debug_without_tests_uses_the_tasks_own_else_generated_ones() -> No
     assert source(Task(prompt="Write f.")) == "generated"
 
 
+def test_the_tests_critic_is_a_plugin_with_a_checked_argument() -> None:
+    from redline.plugins import build_critic
+
+    assert build_critic("tests").generated.k == 5
+    assert build_critic("tests:8").generated.k == 8
+    with pytest.raises(ConfigError, match="K must be a whole number >= 1, got 'x'"):
+        build_critic("tests:x")
+
+
 async def test_self_debug_fixes_a_given_file_by_its_own_examples() -> None:
     draft = ('def is_even(n):\n    """\n    >>> is_even(4)\n    True\n    """\n'
              "    return n % 2 == 1\n")

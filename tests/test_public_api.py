@@ -31,8 +31,11 @@ def test_all_is_the_documented_api() -> None:
 
 
 def test_every_exported_name_resolves_and_has_a_docstring() -> None:
+    import redline.workflows.presets
+
     modules = (redline, redline.llm, redline.critics, redline.workflows, redline.testing,
-               redline.agents, redline.feedback_sources, redline.plugins)
+               redline.agents, redline.feedback_sources, redline.plugins,
+               redline.workflows.presets)
     for module in modules:
         for name in module.__all__:
             obj = getattr(module, name)

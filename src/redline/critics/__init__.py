@@ -29,6 +29,7 @@ if TYPE_CHECKING:
         calibrate,
     )
     from redline.critics.schema import SchemaCritic
+    from redline.critics.task_tests import TaskTestsCritic
 
 __all__ = [
     "Calibration",
@@ -47,6 +48,7 @@ __all__ = [
     "RewardCritic",
     "RewardModelCritic",
     "SchemaCritic",
+    "TaskTestsCritic",
     "calibrate",
     "critic",
     "run_critic",
@@ -66,6 +68,7 @@ _LAZY = {
     "Calibration": "reward_model",
     "calibrate": "reward_model",
     "SchemaCritic": "schema",
+    "TaskTestsCritic": "task_tests",
 }
 
 

@@ -27,12 +27,12 @@ from redline.critics.code_tests import (
     has_examples,
 )
 from redline.critics.generated_tests import GeneratedTestsCritic
-from redline.errors import CriticError
+from redline.errors import ConfigError, CriticError
 from redline.feedback_sources.sandbox import Sandbox
 from redline.llm import ChatModel
 from redline.types import Candidate, Critique, Task
 
-__all__ = ["TaskTestsCritic"]
+__all__ = ["TaskTestsCritic", "tests_critic"]
 
 log = logging.getLogger("redline.critics")
 
@@ -93,3 +93,26 @@ class TaskTestsCritic(Critic):
             return [c.model_copy(update={"passed": False if c.passed is False else None,
                                          "evidence": {**c.evidence, "note": note}})
                     for c in loads]
+
+
+def tests_critic(arg: str | None) -> TaskTestsCritic:
+    """The task's own tests (metadata, >>> examples), else K tests the model writes.
+
+    Argument: K, how many tests to generate for a task that carries none (default 5).
+    Tests come from each task's ``metadata["tests"]``, else the ``>>>`` examples of its
+    prompt or of the draft given with -f, else the model writes them from the task
+    alone; when it cannot, the code is only checked to load (no verdict).
+
+    Examples:
+        --critic tests
+        --critic tests:8
+    """
+    if arg is None or not arg.strip():
+        return TaskTestsCritic()
+    try:
+        k = int(arg)
+    except ValueError:
+        k = 0
+    if k < 1:
+        raise ConfigError(f"critic 'tests': K must be a whole number >= 1, got {arg!r}")
+    return TaskTestsCritic(k=k)

@@ -322,7 +322,7 @@ CRITIC = Preset(
 SELF_DEBUG = Preset(
     "self-debug", self_debug, "run the code's tests, explain the code, fix it",
     "Chen et al. 2024, Self-Debug",
-    "code; tests (--critic; default: the task's examples, else generated tests)",
+    "code; tests (--critic; default: tests, the task's own else generated)",
     critics_param="tests", options=frozenset({"explain"}))
 BEST_OF_N = Preset(
     "best-of-n", best_of_n, "sample n drafts, return the best (or the majority answer)",
