@@ -442,3 +442,22 @@ async def test_a_terminal_guard_wraps_each_dialog(monkeypatch: pytest.MonkeyPatc
     assert events == ["pause", "dialog", "resume"]
     assert (made.score, made.raw, made.feedback) == (0.7, 7.0, "Tighten it.")
     assert "the answer" in shown.getvalue() and "'x' is not a mark" in shown.getvalue()
+
+
+async def test_any_critic_may_pause_the_graph_with_langgraphs_interrupt() -> None:
+    """Not only HumanCritic: a plugin's own critic calling interrupt() pauses the run
+    (redline's error handling lets LangGraph's pause through) and resumes with the value."""
+    from langgraph.types import interrupt
+
+    @critic(name="approval")
+    def approval(text: str) -> float:
+        return 1.0 if interrupt({"approve": text}) == "yes" else 0.0
+
+    graph = build_refine_graph(ScriptedChat(["draft"]), [approval],
+                               checkpointer=InMemorySaver())
+    config = {"configurable": {"thread_id": "approval"}}
+    paused = await graph.ainvoke({"task": Task(prompt="Q")}, config)
+    assert paused["__interrupt__"][0].value == {"approve": "draft"}
+    assert "result" not in paused
+    done = await graph.ainvoke(Command(resume="yes"), config)
+    assert done["result"].stop_reason is StopReason.threshold

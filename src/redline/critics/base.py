@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import sys
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -17,7 +18,7 @@ from redline.context import Tally
 from redline.errors import ConfigError, CriticError, RedlineError
 from redline.types import Candidate, Critique, Task, Usage
 
-__all__ = ["Critic", "FunctionCritic", "critic", "run_critic"]
+__all__ = ["Critic", "FunctionCritic", "critic", "graph_signal", "run_critic"]
 
 
 class Critic(ABC):
@@ -77,6 +78,14 @@ class Critic(ABC):
         return f"<{type(self).__name__} {self.name!r}>"
 
 
+def graph_signal(exc: BaseException) -> bool:
+    """Whether `exc` is LangGraph's control flow rather than a failure: the pause of an
+    ``interrupt()`` (or any ``GraphBubbleUp``), which must reach the graph unchanged.
+    Without LangGraph loaded, nothing is."""
+    errors = sys.modules.get("langgraph.errors")
+    return errors is not None and isinstance(exc, errors.GraphBubbleUp)
+
+
 async def run_critic(critic: Critic, task: Task, candidates: Sequence[Candidate], *,
                      name: str | None = None) -> list[Critique]:
     """Run a critic on candidates, checking what it returns and filling in its usage.
@@ -95,6 +104,8 @@ async def run_critic(critic: Critic, task: Task, candidates: Sequence[Candidate]
         except RedlineError:
             raise
         except Exception as exc:
+            if graph_signal(exc):
+                raise  # LangGraph's control flow (an interrupt() pause): the graph's own
             raise CriticError(f"critic {critic.name!r} failed: {type(exc).__name__}: {exc}",
                               critic=critic.name) from exc
     if len(critiques) != len(candidates):

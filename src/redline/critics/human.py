@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import functools
 import inspect
 import math
 import sys
@@ -211,34 +210,17 @@ def _is_async(fn: Any) -> bool:
 
 
 def _interrupt(payload: dict[str, Any], name: str) -> Any:
-    """LangGraph's ``interrupt(payload)``: the resume value, or the pause (raised)."""
+    """LangGraph's ``interrupt(payload)``: the resume value, or the pause (raised, and
+    let through by `run_critic` and the graph's nodes to LangGraph)."""
     # Imported here: the CLI lists and builds critics without loading LangGraph.
-    from langgraph.errors import GraphInterrupt
     from langgraph.types import interrupt
 
     try:
         return interrupt(payload)
-    except GraphInterrupt as exc:
-        raise _pause_type()(*exc.args) from None
     except RuntimeError as exc:  # get_config(): not inside a runnable (a graph's node)
         raise ConfigError(f"critic {name!r} has no ask= and is not running in a LangGraph "
                           "graph: pass ask=..., or run it in build_refine_graph(..., "
                           "checkpointer=...)") from exc
-
-
-@functools.cache
-def _pause_type() -> type[Exception]:
-    from langgraph.errors import GraphInterrupt
-
-    class HumanPause(GraphInterrupt, ConfigError):
-        """LangGraph's pause, made to cross redline's own error handling unchanged.
-
-        `run_critic` wraps any exception that is not a redline error, and the graph's
-        nodes turn any but a `ConfigError` into an error stop; LangGraph must see its
-        `GraphInterrupt` to pause. Being both, it passes through to LangGraph.
-        """
-
-    return HumanPause
 
 
 # -- direct mode on a terminal (the CLI's --critic human) -------------------------------

@@ -20,6 +20,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
+from langgraph.errors import GraphBubbleUp
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
@@ -255,7 +256,7 @@ async def _metered(cfg: RefineConfig, state: RefineState, work: Callable[[], Awa
         except BudgetExceeded as exc:
             out = update(None)
             stop = Stop(reason=StopReason.budget, detail=str(exc), limit=exc.limit)
-        except ConfigError:
+        except (ConfigError, GraphBubbleUp):  # GraphBubbleUp: an interrupt() pause
             raise
         except Exception as exc:
             if cfg.on_error == "raise" or _wrong_setup(exc):
