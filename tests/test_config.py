@@ -94,3 +94,9 @@ def test_the_cli_runs_through_a_run_spec_and_writes_it_as_settings(
     assert (spec.revise_from, spec.patience) == ("last", 3)
     assert spec.model.base_url == server.base_url and spec.critics == ["judge"]
     assert "sk-NOT-WRITTEN" not in out.stdout
+
+
+def test_sync_refine_takes_a_config_like_arefine() -> None:
+    cfg = RefineConfig(model=answers("a", "b"), critics=[score_table(a=0.2, b=1.0)])
+    result = redline.refine("Q", cfg, budget=Budget(max_rounds=1))
+    assert result.text == "b" and result.stop_reason is StopReason.threshold

@@ -306,3 +306,17 @@ async def test_a_reachable_search_service_passes_the_preflight() -> None:
 
     with OpenAICompatServer() as server:  # any HTTP answer (here a 404) means reachable
         await FactCheckCritic(HttpSearch(f"{server.url}/search")).preflight()
+
+
+async def test_the_critic_preset_verifies_with_search_and_corrects(docs: Path) -> None:
+    """CRITIC with the search tool: the refuted claim is corrected; the correction, which
+    the tool no longer flags, is not revised again."""
+    from redline.workflows.presets import critic as critic_preset
+
+    tool = FactCheckCritic(BM25Index.build(docs, passage_words=60))
+    draft = ANSWER.replace(" The Moon is made of cheese.", "")
+    model = fact_checker(drafts=[draft, FIXED])
+    result = await redline.arefine(TASK, critic_preset(model, [tool]))
+    assert [s.candidate.text for r in result.rounds for s in r.scored] == [draft, FIXED]
+    assert result.rounds[0].scored[0].failed and not result.rounds[1].scored[0].failed
+    assert result.stop_reason is StopReason.threshold and result.text == FIXED

@@ -87,3 +87,14 @@ def test_best_of_n(work: Path) -> None:
                   "What is 17 + 25? End with: The answer is N.", cwd=work)
     assert len(doc["rounds"]) == 1 and len(doc["rounds"][0]["scored"]) == 3
     assert doc["stop_reason"] in ("sampled", "threshold")
+
+
+def test_the_readmes_python_example_runs_as_written(tmp_path: Path) -> None:
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    methods = readme[readme.index("## Methods"):readme.index("## Models")]
+    block = methods[methods.index("```python\n") + 10:]
+    block = block[:block.index("```")]
+    out = subprocess.run([sys.executable, "-c", block], cwd=tmp_path, capture_output=True,
+                         text=True, env=ENV, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert "StopReason.sampled" in out.stdout or "StopReason.threshold" in out.stdout

@@ -305,8 +305,10 @@ def _progress(node: str, delta: dict[str, Any], *, before: dict[str, Any],
                         if after.get("task") else None))
 
 
-def refine(task: str | Task, **kwargs: Any) -> RefineResult:
-    """Run `arefine` to completion from synchronous code; same arguments.
+def refine(task: str | Task, config: RefineConfig | None = None, **kwargs: Any
+           ) -> RefineResult:
+    """Run `arefine` to completion from synchronous code; same arguments
+    (``refine(task, self_debug(model))``, ``refine(task, model=m, critics=[...])``).
 
     It runs on an event loop kept for the calling thread (`redline._aio.run_sync`), so
     the model's connections serve one `refine` after another.
@@ -317,6 +319,6 @@ def refine(task: str | Task, **kwargs: Any) -> RefineResult:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return run_sync(arefine(task, **kwargs))
+        return run_sync(arefine(task, config, **kwargs))
     raise ConfigError("refine() cannot run inside a running event loop (Jupyter, an async "
                       "app): use `await redline.arefine(...)` instead")
