@@ -309,7 +309,7 @@ def test_policy_fields_pass_through_and_presets_are_registered() -> None:
     assert set(PRESETS) == {"self-refine", "reflexion", "critic", "self-debug", "best-of-n"}
     from redline.plugins import load_preset
 
-    assert load_preset("self_debug") is PRESETS["self-debug"]
+    assert load_preset("self_debug") is load_preset("Self-Debug") is PRESETS["self-debug"]
     with pytest.raises(ConfigError, match="unknown preset 'nope'.*best-of-n"):
         load_preset("nope")
 

@@ -204,7 +204,7 @@ def load_preset(name: str) -> Preset:
     from redline.workflows.presets import Preset
 
     plugins, clashes = discover(PRESET_GROUP)
-    wanted = name.strip().replace("_", "-")
+    wanted = name.strip().lower().replace("_", "-")
     if wanted in clashes:
         who = " and ".join(f"{p.package} {p.version} ({p.target})" for p in clashes[wanted])
         raise ConfigError(f"preset name {wanted!r} is registered by two packages: {who}; "
