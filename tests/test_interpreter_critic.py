@@ -159,3 +159,13 @@ def test_the_cli_critic_interpreter() -> None:
     first = data["rounds"][0]["scored"][0]["critiques"][0]
     assert (first["critic"], first["passed"], first["evidence"]["expected"]) == \
         ("interpreter", False, "18")
+
+
+def test_per_task_state_is_kept_for_the_most_recent_tasks_only() -> None:
+    from redline.critics._per_task import PerTask
+
+    made: list[int] = []
+    states = PerTask(lambda: made.append(1) or len(made), size=2)
+    assert [states.get("a"), states.get("b"), states.get("a")] == [1, 2, 1]
+    assert states.get("c") == 3  # "b" was the least recently used: dropped
+    assert states.get("a") == 1 and states.get("b") == 4

@@ -162,16 +162,7 @@ def build_critic(spec: str, options: Mapping[str, Any] | None = None) -> Critic:
             (naming both), a plugin that fails to load, or a bad argument.
     """
     name, arg = parse_spec(spec)
-    plugins, clashes = discover()
-    if name in clashes:
-        who = " and ".join(f"{p.package} {p.version} ({p.target})" for p in clashes[name])
-        raise ConfigError(f"critic name {name!r} is registered by two packages: {who}; "
-                          "uninstall one of them")
-    if name not in plugins:
-        known = ", ".join(sorted(plugins)) or "none installed"
-        raise ConfigError(f"unknown critic {name!r} (known: {known}); "
-                          "see `redline critics list`")
-    plugin = plugins[name]
+    plugin = _find(ENTRY_POINT_GROUP, name, name)
     factory = plugin.load()
     try:
         made: Any = factory(arg, **_accepted(factory, options or {}))
@@ -184,6 +175,26 @@ def build_critic(spec: str, options: Mapping[str, Any] | None = None) -> Critic:
         raise ConfigError(f"critic plugin {name!r} from package {plugin.package} returned "
                           f"{type(made).__name__}, not a redline Critic")
     return made
+
+
+def _find(group: str, name: str, given: str) -> CriticPlugin:
+    """The one plugin of `group` registered as `name` (`given`: as the user wrote it).
+
+    Raises:
+        ConfigError: no plugin has the name (listing the known ones), or two packages
+            claim it (naming both).
+    """
+    kind = "preset" if group == PRESET_GROUP else "critic"
+    plugins, clashes = discover(group)
+    if name in clashes:
+        who = " and ".join(f"{p.package} {p.version} ({p.target})" for p in clashes[name])
+        raise ConfigError(f"{kind} name {name!r} is registered by two packages: {who}; "
+                          "uninstall one of them")
+    if name not in plugins:
+        known = ", ".join(sorted(plugins)) or "none installed"
+        raise ConfigError(f"unknown {kind} {given!r} (known: {known}); "
+                          f"see `redline {kind}s list`")
+    return plugins[name]
 
 
 def _accepted(factory: Callable[..., Any], options: Mapping[str, Any]) -> dict[str, Any]:
@@ -203,17 +214,8 @@ def load_preset(name: str) -> Preset:
     """
     from redline.workflows.presets import Preset
 
-    plugins, clashes = discover(PRESET_GROUP)
     wanted = name.strip().lower().replace("_", "-")
-    if wanted in clashes:
-        who = " and ".join(f"{p.package} {p.version} ({p.target})" for p in clashes[wanted])
-        raise ConfigError(f"preset name {wanted!r} is registered by two packages: {who}; "
-                          "uninstall one of them")
-    if wanted not in plugins:
-        known = ", ".join(sorted(plugins)) or "none installed"
-        raise ConfigError(f"unknown preset {name!r} (known: {known}); "
-                          "see `redline presets list`")
-    plugin = plugins[wanted]
+    plugin = _find(PRESET_GROUP, wanted, name)
     preset = plugin.load_object()
     if not isinstance(preset, Preset):
         raise ConfigError(f"preset plugin {wanted!r} from package {plugin.package}: "

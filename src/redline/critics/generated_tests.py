@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import ast
 import asyncio
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -34,6 +33,7 @@ from typing import Any
 from redline._aio import gather_all
 from redline.critics._ask import Fence, ask_json, critic_model
 from redline.critics._json import find_json
+from redline.critics._per_task import PerTask
 from redline.critics.base import Critic
 from redline.critics.code_tests import entry_point, report_critique
 from redline.errors import ConfigError, CriticError
@@ -109,16 +109,10 @@ class GeneratedTestsCritic(Critic):
         self.cache_size = cache_size
         self.max_feedback_chars = max_feedback_chars
         self.json_mode = json_mode
-        self._tasks: OrderedDict[str, _TaskTests] = OrderedDict()
+        self._tasks: PerTask[_TaskTests] = PerTask(_TaskTests, cache_size)
 
     def _state(self, task: Task) -> _TaskTests:
-        state = self._tasks.get(task.id)
-        if state is None:
-            state = self._tasks[task.id] = _TaskTests()
-            while len(self._tasks) > self.cache_size:
-                self._tasks.popitem(last=False)
-        self._tasks.move_to_end(task.id)
-        return state
+        return self._tasks.get(task.id)
 
     async def tests_for(self, task: Task) -> TestSuite:
         """The task's tests: written by the model on first use, then kept.

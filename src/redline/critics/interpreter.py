@@ -27,11 +27,11 @@ import ast
 import asyncio
 import logging
 import re
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
 from redline.critics._ask import Fence, ask_json, critic_model
+from redline.critics._per_task import PerTask
 from redline.critics.base import Critic
 from redline.errors import ConfigError, CriticError
 from redline.feedback_sources.answers import final_answer, same_answer
@@ -93,16 +93,10 @@ class InterpreterCritic(Critic):
         self.max_tokens = max_tokens
         self.cache_size = cache_size
         self.max_feedback_chars = max_feedback_chars
-        self._tasks: OrderedDict[str, _Verification] = OrderedDict()
+        self._tasks: PerTask[_Verification] = PerTask(_Verification, cache_size)
 
     def _state(self, task: Task) -> _Verification:
-        state = self._tasks.get(task.id)
-        if state is None:
-            state = self._tasks[task.id] = _Verification()
-            while len(self._tasks) > self.cache_size:
-                self._tasks.popitem(last=False)
-        self._tasks.move_to_end(task.id)
-        return state
+        return self._tasks.get(task.id)
 
     async def _verification(self, task: Task) -> _Verification:
         """The task's program and its result: made and run on first use, then kept."""
