@@ -22,7 +22,7 @@ from redline.workflows.graph import RunClock, build_refine_graph, result_from_st
 if TYPE_CHECKING:
     from langchain_core.runnables import RunnableConfig
 
-__all__ = ["Progress", "arefine", "interrupted_result", "preflight_run", "refine",
+__all__ = ["Progress", "Runner", "arefine", "interrupted_result", "preflight_run", "refine",
            "resolve_default"]
 
 log = logging.getLogger("redline.workflows")
@@ -118,71 +118,119 @@ async def arefine(
         cfg = RefineConfig(**fields)
     else:
         cfg = config.replace(**fields) if fields else config
-    if checkpointer is None:
-        _check_no_pause(cfg, resume)
-    if cfg.preflight:
-        await preflight_run(cfg)
-    graph = build_refine_graph(cfg, checkpointer=checkpointer)
-    run_config: RunnableConfig = {"configurable": {"thread_id": task.id},
-                                  "recursion_limit": cfg.recursion_limit}
-    graph_input: Any = {"task": task}
-    elapsed_before = 0.0
-    if checkpointer is not None:
-        snapshot = await graph.aget_state(run_config)
-        paused = _pauses(snapshot)
-        if paused and resume is None:
-            raise _human_input_needed(task, paused)
-        if resume is not None:
-            if not paused:
-                raise ConfigError(f"resume= was given, but run {task.id!r} is not paused "
-                                  "for human input")
-            _check_answer(paused[0], resume)
-            from langgraph.types import Command
+    return await Runner(cfg, checkpointer=checkpointer).run(
+        task, on_progress=on_progress, resume=resume)
 
-            graph_input = Command(resume=resume)
-        stored = snapshot.values.get("result")
-        if stored is not None and not snapshot.next:
-            if stored.stop_reason is not StopReason.error:
-                return stored
-            # A run that ended on an error is tried again from before the failed step.
-            snapshot = await _before_the_error(graph, run_config) or snapshot
+
+class Runner:
+    """Runs tasks with one configuration: the preflight done once, the graph compiled
+    once, then any number of tasks, concurrently if you like (`abatch` does).
+
+    `arefine` is ``Runner(config, checkpointer=...).run(task)``; keep a runner to refine
+    many tasks without paying for the preflight and the graph's compilation each time.
+
+    Args:
+        config: the runs' configuration.
+        checkpointer: a LangGraph checkpointer (the thread id of a run is its task id).
+
+    Raises:
+        ConfigError: a graph-mode `HumanCritic` without a checkpointer.
+    """
+
+    def __init__(self, config: RefineConfig, *, checkpointer: Any = None) -> None:
+        self.config = config
+        self.checkpointer = checkpointer
+        if checkpointer is None:
+            _check_no_pause(config, None)
+        self.graph = build_refine_graph(config, checkpointer=checkpointer)
+        self._checked: asyncio.Task[None] | None = None
+
+    async def preflight(self) -> None:
+        """Check the model and every critic, once for the runner's life (when the
+        config asks for it); concurrent callers wait for the one check.
+
+        Raises:
+            ConfigError: the first thing that cannot work.
+        """
+        checked = self._checked
+        if not self.config.preflight or (checked is not None and checked.done() and
+                                         not checked.cancelled() and
+                                         checked.exception() is None):
+            return
+        if checked is None or checked.done():  # first use, or the last check failed
+            checked = self._checked = asyncio.ensure_future(preflight_run(self.config))
+        await asyncio.shield(checked)
+
+    async def run(self, task: str | Task, *, on_progress: ProgressCallback | None = None,
+                  resume: Any = None) -> RefineResult:
+        """Refine one task (see `arefine` for `on_progress`, `resume` and what it
+        raises)."""
+        task = task if isinstance(task, Task) else Task(prompt=task)
+        cfg, checkpointer, graph = self.config, self.checkpointer, self.graph
+        if checkpointer is None and resume is not None:
+            _check_no_pause(cfg, resume)
+        await self.preflight()
+        run_config: RunnableConfig = {"configurable": {"thread_id": task.id},
+                                      "recursion_limit": cfg.recursion_limit}
+        graph_input: Any = {"task": task}
+        elapsed_before = 0.0
+        if checkpointer is not None:
+            snapshot = await graph.aget_state(run_config)
+            paused = _pauses(snapshot)
+            if paused and resume is None:
+                raise _human_input_needed(task, paused)
+            if resume is not None:
+                if not paused:
+                    raise ConfigError(f"resume= was given, but run {task.id!r} is not paused "
+                                      "for human input")
+                _check_answer(paused[0], resume)
+                from langgraph.types import Command
+
+                graph_input = Command(resume=resume)
+            stored = snapshot.values.get("result")
+            if stored is not None and not snapshot.next:
+                if stored.stop_reason is not StopReason.error:
+                    return stored
+                # A run that ended on an error is tried again from before the failed step.
+                snapshot = await _before_the_error(graph, run_config) or snapshot
+                if snapshot.next:
+                    run_config = cast("RunnableConfig", dict(snapshot.config))
             if snapshot.next:
-                run_config = cast("RunnableConfig", dict(snapshot.config))
-        if snapshot.next:
-            if resume is None:
-                graph_input = None  # resume the interrupted run from its last checkpoint
-            elapsed_before = snapshot.values.get("elapsed") or 0.0
-    state: dict[str, Any] = {}
-    pauses: list[Any] = []
-    step: tuple[str, dict[str, Any]] | None = None
-    # The clock starts with the first step: after imports, model start-up, preflight.
-    with RunClock(elapsed_before).active() as clock:
-        try:
-            async for item in graph.astream(graph_input, run_config,
-                                            stream_mode=["updates", "values"]):
-                # With a list of modes, each item is (mode, chunk): langgraph's types
-                # cannot say so.
-                mode, chunk = cast("tuple[str, dict[str, Any]]", item)
-                if mode == "updates":
-                    if "__interrupt__" in chunk:  # a critic paused for a person
-                        pauses.extend(chunk["__interrupt__"])
+                if resume is None:
+                    graph_input = None  # resume the interrupted run from its last checkpoint
+                elapsed_before = snapshot.values.get("elapsed") or 0.0
+        state: dict[str, Any] = {}
+        pauses: list[Any] = []
+        step: tuple[str, dict[str, Any]] | None = None
+        # The clock starts with the first step: after imports, model start-up, preflight.
+        with RunClock(elapsed_before).active() as clock:
+            try:
+                async for item in graph.astream(graph_input, run_config,
+                                                stream_mode=["updates", "values"]):
+                    # With a list of modes, each item is (mode, chunk): langgraph's types
+                    # cannot say so.
+                    mode, chunk = cast("tuple[str, dict[str, Any]]", item)
+                    if mode == "updates":
+                        if "__interrupt__" in chunk:  # a critic paused for a person
+                            pauses.extend(chunk["__interrupt__"])
+                            continue
+                        node, delta = next(iter(chunk.items()))
+                        step = (node, delta or {})
                         continue
-                    node, delta = next(iter(chunk.items()))
-                    step = (node, delta or {})
-                    continue
-                if step is not None and on_progress is not None:
-                    outcome = on_progress(_progress(*step, before=state, after=chunk,
-                                                    threshold=cfg.threshold))
-                    if asyncio.iscoroutine(outcome):
-                        await outcome
-                state, step = chunk, None
-        except asyncio.CancelledError:
-            if state.get("task") is not None:
-                log.info("run %s interrupted after %.1f s", task.id, clock.elapsed())
-            raise
-    if pauses:
-        raise _human_input_needed(task, pauses)
-    return state["result"]
+                    if step is not None and on_progress is not None:
+                        outcome = on_progress(_progress(*step, before=state, after=chunk,
+                                                        threshold=cfg.threshold))
+                        if asyncio.iscoroutine(outcome):
+                            await outcome
+                    state, step = chunk, None
+            except asyncio.CancelledError:
+                if state.get("task") is not None:
+                    log.info("run %s interrupted after %.1f s", task.id, clock.elapsed())
+                raise
+        if pauses:
+            raise _human_input_needed(task, pauses)
+        return state["result"]
+
 
 
 def _check_no_pause(cfg: RefineConfig, resume: Any) -> None:
