@@ -274,3 +274,15 @@ async def test_root_runs_under_a_uid_of_its_own() -> None:
     if uid is None:
         pytest.skip(f"stayed root here: {result.isolation.notes}")
     assert result.stdout.split() == [str(uid), str(uid)]
+
+
+def test_the_parallel_limit_comes_from_the_environment_per_worker(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from redline.errors import ConfigError
+    from redline.feedback_sources.sandbox import Sandbox
+
+    monkeypatch.setenv("REDLINE_SANDBOX_PARALLEL", "3")
+    assert Sandbox().max_parallel == 3 and Sandbox(max_parallel=5).max_parallel == 5
+    monkeypatch.setenv("REDLINE_SANDBOX_PARALLEL", "0")
+    with pytest.raises(ConfigError, match="REDLINE_SANDBOX_PARALLEL must be a whole number"):
+        Sandbox()

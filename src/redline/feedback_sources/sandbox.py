@@ -172,7 +172,9 @@ class Sandbox:
             too, so this caps the output.
         disk_bytes: the writable space of the run as a whole (bubblewrap only).
         max_processes: processes and threads the code may have at once.
-        max_parallel: runs at once (per event loop); default: the CPUs available.
+        max_parallel: runs at once (per event loop); default: ``$REDLINE_SANDBOX_PARALLEL``
+            (set per worker when several redline processes share a machine: Ray
+            workers, two batches), else the CPUs available.
         tail_bytes: how much of the end of stdout and stderr a result keeps.
         python: the interpreter; default: the one running redline.
         uid_base: as root, runs use uids from ``uid_base`` up (one per concurrent run,
@@ -209,7 +211,7 @@ class Sandbox:
         self.file_size_bytes = file_size_bytes
         self.disk_bytes = disk_bytes
         self.max_processes = max_processes
-        self.max_parallel = max_parallel or _cpu_count()
+        self.max_parallel = max_parallel or _env_parallel() or _cpu_count()
         self.tail_bytes = tail_bytes
         self.python = python or sys.executable
         self.uid_base = uid_base
@@ -472,6 +474,21 @@ def _close(fds: list[int]) -> None:
 def default_sandbox() -> Sandbox:
     """The sandbox critics share when given none (so they share one parallel limit)."""
     return Sandbox()
+
+
+def _env_parallel() -> int | None:
+    """``$REDLINE_SANDBOX_PARALLEL``: sandbox runs at once in this process (None: unset).
+
+    Raises:
+        ConfigError: not a whole number >= 1.
+    """
+    value = os.environ.get("REDLINE_SANDBOX_PARALLEL", "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigError(f"REDLINE_SANDBOX_PARALLEL must be a whole number >= 1, got "
+                          f"{value!r}")
+    return int(value)
 
 
 def _cpu_count() -> int:
