@@ -1,0 +1,421 @@
+"""Many items, one configuration: `abatch` refines them concurrently in one process
+through one `Runner` (one compiled graph, one preflight, one model client), and
+`arun_batch` / `run_batch` write the results to a crash-safe JSONL file that a resumed
+run continues without losing or repeating an item.
+
+Input, one JSON object a line (blank lines skipped)::
+
+    {"id": "q1", "task": "Write add(a, b)", "draft": null, "system": null,
+     "metadata": {"tests": "assert add(1, 2) == 3"}}
+
+Only ``task`` is required. An item without ``id`` gets the content hash of its fields
+(``task``, ``draft``, ``system``, ``metadata``): stable when the input is reordered or
+grows, so a resumed batch and a checkpoint find it again.
+
+Output: see `BatchOutput` (a header with the run's `RunSpec`, then one
+`RefineResult.document` a line with its ``"id"``).
+
+A failure of one item is a result (``stop_reason="error"``, its ``error``, the best so
+far); only a configuration the preflight rejects stops the batch, before any work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from redline._files import read_config_text
+from redline.errors import ConfigError, MissingDependencyError, RedlineError
+from redline.llm import ChatModel
+from redline.types import RefineResult, StopReason, Task, Usage, content_hash
+from redline.workflows._batch_output import BATCH_FORMAT_VERSION, BatchOutput, result_line
+from redline.workflows._run import Runner
+from redline.workflows.config import RefineConfig, RunSpec
+
+__all__ = ["BATCH_FORMAT_VERSION", "BatchItem", "BatchOutput", "BatchSummary", "abatch",
+           "arun_batch", "failed_result", "read_items", "result_line", "run_batch"]
+
+log = logging.getLogger("redline.workflows.batch")
+
+_MAX_PROBLEMS = 10  # problems listed in read_items' message; the rest are counted
+
+
+class BatchItem(BaseModel):
+    """One line of a batch input: a task and what comes with it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True,
+                              use_attribute_docstrings=True)
+
+    id: str = Field(min_length=1)
+    """Unique in the batch: the result's ``id``, the task's id, the checkpoint's thread."""
+    task: str
+    """The instruction or question (the `Task`'s prompt)."""
+    draft: str | None = None
+    """A first candidate to improve instead of generating one."""
+    system: str | None = None
+    """A system prompt for this item (else the run's ``--system``)."""
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    """Anything critics need (``tests``, ``entry_point``, documents), passed through."""
+
+    @field_validator("task")
+    @classmethod
+    def _task_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("the task is empty")
+        return value
+
+    def to_task(self, *, system: str | None = None) -> Task:
+        """The `Task` this item describes; `system` applies when the item has none."""
+        return Task(id=self.id, prompt=self.task, draft=self.draft,
+                    system=self.system if self.system is not None else system,
+                    metadata=self.metadata)
+
+
+def read_items(source: str | Path | Iterable[str], *, name: str | None = None
+               ) -> list[BatchItem]:
+    """Read and check a whole batch input before any work.
+
+    Args:
+        source: a JSONL file's path, or its lines.
+        name: what to call the input in messages (default: the path, or ``input``).
+
+    Raises:
+        ConfigError: every bad line at once, one line of text: ``IN.jsonl: 2 bad
+            lines: line 2: not JSON (...); line 9: duplicate id 'a' (first on line 4)``;
+            or an unreadable or empty input.
+    """
+    if isinstance(source, str | Path):
+        name = name or str(source)
+        lines: Iterable[str] = read_config_text(source, "batch input").splitlines()
+    else:
+        name = name or "input"
+        lines = source
+    items: list[BatchItem] = []
+    problems: list[str] = []
+    first_seen: dict[str, int] = {}
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        item, problem, auto = _item(line)
+        if item is not None and item.id in first_seen:
+            first = first_seen[item.id]
+            problem = (f"the same item as line {first} (give each an 'id')" if auto else
+                       f"duplicate id {item.id!r} (first on line {first})")
+        if problem is not None:
+            problems.append(f"line {number}: {problem}")
+            continue
+        assert item is not None
+        first_seen[item.id] = number
+        items.append(item)
+    if problems:
+        shown = "; ".join(problems[:_MAX_PROBLEMS])
+        more = len(problems) - _MAX_PROBLEMS
+        plural = "s" if len(problems) > 1 else ""
+        raise ConfigError(f"{name}: {len(problems)} bad line{plural}: {shown}"
+                          + (f"; and {more} more" if more > 0 else ""))
+    if not items:
+        raise ConfigError(f"{name}: no items (one JSON object a line, with a 'task')")
+    return items
+
+
+def _item(line: str) -> tuple[BatchItem | None, str | None, bool]:
+    """The item on one line or what is wrong with it, and whether its id is derived."""
+    try:
+        data = json.loads(line)
+    except ValueError as exc:
+        return None, f"not JSON ({getattr(exc, 'msg', exc)})", False
+    if not isinstance(data, dict):
+        return None, f"not a JSON object (a {type(data).__name__})", False
+    auto = "id" not in data
+    try:
+        item = BatchItem.model_validate({"id": "-", **data})
+    except ValidationError as exc:
+        return None, ", ".join(_problem(e, data) for e in exc.errors()), auto
+    if auto:
+        fields = json.dumps(item.model_dump(exclude={"id"}), sort_keys=True,
+                            ensure_ascii=False)
+        item = item.model_copy(update={"id": content_hash(fields)})
+    return item, None, auto
+
+
+def _problem(error: Any, data: dict[str, Any]) -> str:
+    where = ".".join(str(p) for p in error["loc"])
+    if error["type"] == "missing":
+        hint = " (found 'prompt': call it 'task')" if "prompt" in data else ""
+        return f"missing {where!r}{hint}"
+    if error["type"] == "extra_forbidden":
+        return f"unknown field {where!r}"
+    if error["type"] == "value_error":
+        return f"{where!r}: {str(error['ctx']['error'])}"
+    return f"{where!r}: {error['msg'][0].lower()}{error['msg'][1:]}"
+
+
+def failed_result(task: Task, error: BaseException, threshold: float) -> RefineResult:
+    """The result recorded for an item whose run raised: ``stop_reason="error"``, no
+    candidate, the error's message."""
+    what = str(error) if isinstance(error, RedlineError) else f"{type(error).__name__}: {error}"
+    return RefineResult(task=task, best=None, final=None, rounds=[], threshold=threshold,
+                        usage=Usage(), stop_reason=StopReason.error,
+                        stop_detail=f"the run failed: {what}", error=what)
+
+
+async def abatch(items: Iterable[BatchItem | Task], config: RefineConfig | Runner, *,
+                 concurrency: int = 8, checkpointer: Any = None,
+                 skip_ids: Collection[str] = ()) -> AsyncIterator[RefineResult]:
+    """Refine many items concurrently and yield each result as it finishes.
+
+    All items share one `Runner`: one preflight (before any item starts), one compiled
+    graph, one model client. Items are drawn from `items` lazily, one whenever a slot
+    frees, so at most `concurrency` run at a time (`items` may be a generator).
+
+    A failure of one item is a result: a `RefineConfig` runs with
+    ``on_error="result"`` (a broken critic or model ends the item with
+    ``stop_reason="error"`` and its best so far), and what still escapes a run (a
+    rejected key, an ``on_error="raise"`` runner, a bug in a plugin) becomes
+    `failed_result`. Cancelling the iteration (Ctrl-C, ``aclose``) cancels the items in
+    flight and waits for them; their results are not yielded.
+
+    ```python
+    async for result in abatch(read_items("in.jsonl"), config, concurrency=16):
+        print(result.task.id, result.stop_reason.value, result.text)
+    ```
+
+    Args:
+        items: `BatchItem`s or `Task`s (task ids must be unique: they key checkpoints).
+        config: the configuration, or a `Runner` to share (give it the checkpointer).
+        concurrency: the most items in flight.
+        checkpointer: a LangGraph checkpointer for a `RefineConfig`: an item that was
+            in flight when a batch died resumes where it stopped.
+        skip_ids: ids not to run (already done).
+
+    Raises:
+        ConfigError: the preflight found the model or a critic unable to work (before
+            any item started); `concurrency` < 1; two items with the same id.
+    """
+    if concurrency < 1:
+        raise ConfigError(f"concurrency must be at least 1, got {concurrency}")
+    runner = _runner(config, checkpointer)
+    await runner.preflight()
+    skip = set(skip_ids)
+    seen: set[str] = set()
+
+    def tasks() -> Iterator[Task]:
+        for item in items:
+            task = item.to_task() if isinstance(item, BatchItem) else item
+            if task.id in skip:
+                continue
+            if task.id in seen:
+                raise ConfigError(f"two batch items have the id {task.id!r}")
+            seen.add(task.id)
+            yield task
+
+    pending = tasks()
+    running: set[asyncio.Task[RefineResult]] = set()
+    try:
+        while True:
+            for task in itertools.islice(pending, concurrency - len(running)):
+                running.add(asyncio.create_task(_run_one(runner, task),
+                                                name=f"redline batch item {task.id}"))
+            if not running:
+                return
+            done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            for finished in done:
+                yield finished.result()
+    finally:
+        for left in running:
+            left.cancel()
+        if running:
+            await asyncio.gather(*running, return_exceptions=True)
+
+
+def _runner(config: RefineConfig | Runner, checkpointer: Any) -> Runner:
+    if isinstance(config, Runner):
+        if checkpointer is not None:
+            raise ConfigError("abatch: give the checkpointer to the Runner, not to abatch")
+        return config
+    if config.on_error != "result":
+        config = config.replace(on_error="result")
+    return Runner(config, checkpointer=checkpointer)
+
+
+async def _run_one(runner: Runner, task: Task) -> RefineResult:
+    try:
+        return await runner.run(task)
+    except RedlineError as exc:
+        log.info("item %r failed: %s", task.id, exc)
+        return failed_result(task, exc, runner.config.threshold)
+    except Exception as exc:  # a bug in a plugin must not take the other items down
+        log.exception("item %r failed", task.id)
+        return failed_result(task, exc, runner.config.threshold)
+
+
+@dataclass
+class BatchSummary:
+    """What a batch has done so far; `arun_batch` updates it as items finish."""
+
+    total: int = 0
+    """Items in the input."""
+    skipped: int = 0
+    """Items already in the output when the batch started (a resume)."""
+    started: int = 0
+    """Items started by this run."""
+    done: int = 0
+    """Items finished by this run, failed ones included."""
+    failed: int = 0
+    """Items that finished with ``stop_reason="error"``."""
+    stop_reasons: Counter[str] = field(default_factory=Counter)
+    """How many finished items stopped for each reason."""
+    usage: Usage = Usage()
+    """What the finished items cost, together."""
+    score_sum: float = 0.0
+    """The sum of the finished items' best scores (unscored ones left out)."""
+    scored: int = 0
+    """Finished items with a scored best candidate."""
+    interrupted: bool = False
+    """The batch was cancelled before every item finished."""
+
+    @property
+    def in_flight(self) -> int:
+        """Items started and not finished."""
+        return self.started - self.done
+
+    @property
+    def remaining(self) -> int:
+        """Items not finished yet (in flight included)."""
+        return self.total - self.skipped - self.done
+
+    @property
+    def mean_best_score(self) -> float | None:
+        """The mean best score of the finished items that have one."""
+        return self.score_sum / self.scored if self.scored else None
+
+    def add(self, result: RefineResult) -> None:
+        """Count one finished item."""
+        self.done += 1
+        self.failed += result.stop_reason is StopReason.error
+        self.stop_reasons[result.stop_reason.value] += 1
+        self.usage = self.usage + result.usage
+        if result.best is not None and not result.best.unscored:
+            self.score_sum += result.best.score
+            self.scored += 1
+
+
+async def arun_batch(spec: RunSpec, items: Sequence[BatchItem], out: str | Path, *,
+                     concurrency: int = 8, resume: bool = False,
+                     checkpoint: str | Path | None = None, api_key: str | None = None,
+                     model: ChatModel | None = None, summary: BatchSummary | None = None,
+                     on_result: Callable[[RefineResult], Any] | None = None
+                     ) -> BatchSummary:
+    """Run `items` with the run `spec` describes into the batch output file `out`.
+
+    Everything is checked before a token is spent or a byte written: the output file
+    (`BatchOutput`: refused when it exists without `resume`, or was written with other
+    settings), the spec, the preflight. Then each finished item's line is appended and
+    fsynced as it finishes; with `resume`, items already in `out` are skipped and a torn
+    last line is dropped (its item runs again).
+
+    Args:
+        spec: the run's settings (written in the output's header).
+        items: the batch (`read_items`).
+        out: the output file.
+        concurrency: the most items in flight.
+        resume: continue an existing output file.
+        checkpoint: a SQLite file for LangGraph's `AsyncSqliteSaver` (``redline[sqlite]``):
+            items in flight when a batch died resume mid-loop. Without `resume`, an
+            existing one is refused (it would answer with another batch's runs).
+        api_key: the model's API key (never written).
+        model: a chat model to use instead of the spec's (not closed here).
+        summary: updated as the batch runs (to watch it live); a new one when None.
+        on_result: called with each result once its line is written.
+
+    Returns:
+        The summary: ``summary.failed`` items ended with an error (their lines say why);
+        ``summary.interrupted`` when cancelled.
+
+    Raises:
+        ConfigError: a bad output file, checkpoint or spec, or a failed preflight.
+        asyncio.CancelledError: cancelled (the finished items' lines are kept).
+    """
+    settings = spec.model_dump(mode="json")
+    output = BatchOutput(out, settings, resume=resume)
+    summary = summary if summary is not None else BatchSummary()
+    summary.total = len(items)
+    summary.skipped = sum(item.id in output.done for item in items)
+    if checkpoint is not None and not resume and Path(checkpoint).exists() \
+            and Path(checkpoint).stat().st_size > 0:
+        raise ConfigError(f"checkpoint {str(checkpoint)!r} exists: add --resume to continue "
+                          "the batch it belongs to, or choose another file")
+    config = spec.build(api_key=api_key, model=model)
+    try:
+        if spec.budget.max_cost_usd is not None and config.model.price is None:
+            raise ConfigError("a cost budget needs the model's price (--price IN:OUT)")
+        if checkpoint is None:
+            await _write_all(Runner(config), spec, items, output, concurrency, summary,
+                             on_result)
+        else:
+            async with _sqlite_saver(checkpoint) as saver:
+                await _write_all(Runner(config, checkpointer=saver), spec, items, output,
+                                 concurrency, summary, on_result)
+    except asyncio.CancelledError:
+        summary.interrupted = True
+        raise
+    finally:
+        if model is None:
+            await config.model.aclose()
+    return summary
+
+
+async def _write_all(runner: Runner, spec: RunSpec, items: Sequence[BatchItem],
+                     output: BatchOutput, concurrency: int, summary: BatchSummary,
+                     on_result: Callable[[RefineResult], Any] | None) -> None:
+    await runner.preflight()  # a ConfigError here: nothing written yet
+    output.start()
+    if output.torn_line is not None:
+        log.warning("%s: dropped the torn line %d (a crash cut it off); its item runs again",
+                    output.path, output.torn_line)
+    settings = output.spec
+
+    def todo() -> Iterator[Task]:
+        for item in items:
+            if item.id not in output.done:
+                summary.started += 1
+                yield item.to_task(system=spec.system)
+
+    async for result in abatch(todo(), runner, concurrency=concurrency):
+        # The fsync runs in a thread so the other items' loops go on meanwhile.
+        await asyncio.to_thread(output.write, result_line(result, settings))
+        summary.add(result)
+        if on_result is not None:
+            on_result(result)
+
+
+def _sqlite_saver(path: str | Path) -> Any:
+    try:
+        from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+    except ImportError:
+        raise MissingDependencyError("a batch checkpoint", "sqlite") from None
+    return AsyncSqliteSaver.from_conn_string(str(path))
+
+
+def run_batch(spec: RunSpec, items: Sequence[BatchItem], out: str | Path, **kwargs: Any
+              ) -> BatchSummary:
+    """`arun_batch` from synchronous code (same arguments).
+
+    Raises:
+        ConfigError: see `arun_batch`; also when called inside a running event loop.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(arun_batch(spec, items, out, **kwargs))
+    raise ConfigError("run_batch() cannot run inside a running event loop: use "
+                      "`await arun_batch(...)`")
