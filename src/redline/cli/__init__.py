@@ -3,7 +3,8 @@
 Exit codes: 0 the threshold was reached; 1 the run stopped below it (the result is
 still written); 2 a usage or configuration error (nothing written, no token spent); 3 a
 model or critic broke mid-run (the best so far is still written); 130 interrupted (the
-best so far is still written).
+best so far is still written). ``redline batch``: 0 every item finished without an
+error, 3 some ended with an error (the output is complete), 2 and 130 as above.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ def cli() -> None:
       redline refine -f draft.md --task "Fix grammar; keep the meaning" -o fixed.md
       echo "Write a haiku about rain" | redline refine --json
       redline refine --preset self-debug -f solution.py --task "Fix the function"
+      redline batch questions.jsonl -o answers.jsonl --concurrency 16
       redline critics list
       redline presets list
     """
@@ -56,7 +58,7 @@ def main(argv: list[str] | None = None) -> Any:
 
 
 # The subcommands register themselves on `cli`.
-from redline.cli import _critics, _presets, _refine, _rm  # noqa: E402, F401
+from redline.cli import _batch, _critics, _presets, _refine, _rm  # noqa: E402, F401
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

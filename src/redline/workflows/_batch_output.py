@@ -61,6 +61,8 @@ class BatchOutput:
         self.spec = dict(spec)
         self.done: set[str] = set()
         """Ids of the items whose result is in the file (never written twice)."""
+        self.failed: set[str] = set()
+        """Ids among `done` whose result is an error (``stop_reason="error"``)."""
         self.torn_line: int | None = None
         """The number of the torn last line that `start` drops (a crash cut it off)."""
         self._keep: int | None = None  # bytes kept by `start` (None: new file)
@@ -136,6 +138,8 @@ class BatchOutput:
             raise ConfigError(f"{name!r}, line {number}: id {value['id']!r} is there twice; "
                               "the file is damaged")
         self.done.add(value["id"])
+        if value.get("stop_reason") == "error":
+            self.failed.add(value["id"])
 
     def start(self) -> None:
         """Make the file ready for `write`: drop a torn last line, or write the header of
@@ -175,6 +179,8 @@ class BatchOutput:
         self.start()
         append_line(self.path, json.dumps(document, ensure_ascii=False))
         self.done.add(item_id)
+        if document.get("stop_reason") == "error":
+            self.failed.add(item_id)
 
 
 def _first_difference(old: Any, new: Any, where: str = "") -> str:

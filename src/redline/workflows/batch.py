@@ -280,6 +280,10 @@ class BatchSummary:
     """The sum of the finished items' best scores (unscored ones left out)."""
     scored: int = 0
     """Finished items with a scored best candidate."""
+    failed_before: int = 0
+    """Items already in the output (a resume) that had ended with an error."""
+    torn_line: int | None = None
+    """The output's torn last line that was dropped on resume (its item runs again)."""
     interrupted: bool = False
     """The batch was cancelled before every item finished."""
 
@@ -313,6 +317,7 @@ async def arun_batch(spec: RunSpec, items: Sequence[BatchItem], out: str | Path,
                      concurrency: int = 8, resume: bool = False,
                      checkpoint: str | Path | None = None, api_key: str | None = None,
                      model: ChatModel | None = None, summary: BatchSummary | None = None,
+                     on_start: Callable[[BatchSummary], Any] | None = None,
                      on_result: Callable[[RefineResult], Any] | None = None
                      ) -> BatchSummary:
     """Run `items` with the run `spec` describes into the batch output file `out`.
@@ -335,6 +340,8 @@ async def arun_batch(spec: RunSpec, items: Sequence[BatchItem], out: str | Path,
         api_key: the model's API key (never written).
         model: a chat model to use instead of the spec's (not closed here).
         summary: updated as the batch runs (to watch it live); a new one when None.
+        on_start: called with the summary once the preflight passed and the output file
+            is ready, before the first item starts.
         on_result: called with each result once its line is written.
 
     Returns:
@@ -350,6 +357,7 @@ async def arun_batch(spec: RunSpec, items: Sequence[BatchItem], out: str | Path,
     summary = summary if summary is not None else BatchSummary()
     summary.total = len(items)
     summary.skipped = sum(item.id in output.done for item in items)
+    summary.failed_before = sum(item.id in output.failed for item in items)
     if checkpoint is not None and not resume and Path(checkpoint).exists() \
             and Path(checkpoint).stat().st_size > 0:
         raise ConfigError(f"checkpoint {str(checkpoint)!r} exists: add --resume to continue "
@@ -357,14 +365,15 @@ async def arun_batch(spec: RunSpec, items: Sequence[BatchItem], out: str | Path,
     config = spec.build(api_key=api_key, model=model)
     try:
         if spec.budget.max_cost_usd is not None and config.model.price is None:
-            raise ConfigError("a cost budget needs the model's price (--price IN:OUT)")
+            raise ConfigError("--max-cost needs the model's price: add --price IN:OUT (dollars "
+                              "per million input:output tokens)")
         if checkpoint is None:
             await _write_all(Runner(config), spec, items, output, concurrency, summary,
-                             on_result)
+                             on_start, on_result)
         else:
             async with _sqlite_saver(checkpoint) as saver:
                 await _write_all(Runner(config, checkpointer=saver), spec, items, output,
-                                 concurrency, summary, on_result)
+                                 concurrency, summary, on_start, on_result)
     except asyncio.CancelledError:
         summary.interrupted = True
         raise
@@ -376,12 +385,16 @@ async def arun_batch(spec: RunSpec, items: Sequence[BatchItem], out: str | Path,
 
 async def _write_all(runner: Runner, spec: RunSpec, items: Sequence[BatchItem],
                      output: BatchOutput, concurrency: int, summary: BatchSummary,
+                     on_start: Callable[[BatchSummary], Any] | None,
                      on_result: Callable[[RefineResult], Any] | None) -> None:
     await runner.preflight()  # a ConfigError here: nothing written yet
     output.start()
+    summary.torn_line = output.torn_line
     if output.torn_line is not None:
-        log.warning("%s: dropped the torn line %d (a crash cut it off); its item runs again",
-                    output.path, output.torn_line)
+        log.info("%s: dropped the torn line %d (a crash cut it off); its item runs again",
+                 output.path, output.torn_line)
+    if on_start is not None:
+        on_start(summary)
     settings = output.spec
 
     def todo() -> Iterator[Task]:
