@@ -10,6 +10,12 @@ Structured output: `OpenAIChat.structured_format` maps a JSON schema to the serv
 dialect (``schema_dialect``). A server that rejects the format (HTTP 400 or 422) is asked
 again with a weaker one (schema → JSON mode → none), and the instance remembers what
 the server refused once the weaker request succeeded.
+
+Transport: requests go out as JSON through redline's own pooled httpx client
+(`redline.llm._http.ShardedClient`) and answers are read as plain JSON: the openai SDK's
+request and response machinery cost ~3x the CPU of the call itself under concurrency
+(``bench/batch_overhead.py``). The SDK is used only for a ``client=`` passed in, and is
+imported only then.
 """
 
 from __future__ import annotations
@@ -18,11 +24,9 @@ import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
-import openai
-from openai.types.chat import ChatCompletion
 from tenacity import (
     RetryCallState,
     RetryError,
@@ -30,9 +34,19 @@ from tenacity import (
 
 from redline._aio import PerLoop
 from redline._retry import is_transient_status, retrying, root_cause
+from redline._version import __version__
 from redline.errors import ConfigError, LLMError, LLMResponseError, LLMUnavailableError
 from redline.llm._base import ChatModel, Completion, Message, json_schema_format
+from redline.llm._http import (
+    ConnectionFailed,
+    ShardedClient,
+    StatusFailed,
+    TimedOut,
+)
 from redline.types import Price, Usage
+
+if TYPE_CHECKING:
+    import openai
 
 __all__ = ["OpenAIChat"]
 
@@ -68,9 +82,13 @@ class OpenAIChat(ChatModel):
             raise `LLMUnavailableError`.
         max_wait: the longest pause between attempts, in seconds (it also caps
             ``Retry-After``).
-        client: an `openai.AsyncOpenAI` to use instead of building one (its own retries
-            are turned off); ``base_url``, ``api_key`` and ``timeout`` are then ignored
-            and `aclose` leaves it open.
+        organization: sent as ``OpenAI-Organization``; defaults to ``$OPENAI_ORG_ID``
+            (as the openai client reads it), none when unset.
+        project: sent as ``OpenAI-Project``; defaults to ``$OPENAI_PROJECT_ID``.
+        client: an `openai.AsyncOpenAI` to send through instead of redline's own HTTP
+            client (its own retries are turned off); ``base_url``, ``api_key``,
+            ``timeout``, ``organization`` and ``project`` are then ignored and `aclose`
+            leaves it open.
         schema_dialect: how `complete(json_schema=...)` asks the server for JSON:
             ``"json_schema"`` (OpenAI's structured outputs: OpenAI, vLLM, llama.cpp's
             ``llama-server``, Ollama's ``/v1``), ``"llama-cpp-python"`` (``{"type":
@@ -92,6 +110,8 @@ class OpenAIChat(ChatModel):
         timeout: float = 120.0,
         max_attempts: int = 5,
         max_wait: float = 30.0,
+        organization: str | None = None,
+        project: str | None = None,
         client: openai.AsyncOpenAI | None = None,
         schema_dialect: SchemaDialect = "json_schema",
     ) -> None:
@@ -111,18 +131,23 @@ class OpenAIChat(ChatModel):
         self.schema_dialect: SchemaDialect = schema_dialect
         # response_format kinds this server refused (400/422), learnt per instance.
         self._refused_formats: set[str] = set()
-        # An owned client is made per event loop (its connections belong to one loop),
-        # and closed when that loop shuts down; a client passed in is the caller's.
-        self._clients: PerLoop[openai.AsyncOpenAI] | None = None
+        # The owned HTTP client is made per event loop (its connections belong to one
+        # loop), and closed when that loop shuts down; a client passed in is the caller's.
+        self._clients: PerLoop[ShardedClient] | None = None
+        self._sdk: openai.AsyncOpenAI | None = None
         if client is not None:
-            self._client = client if client.max_retries == 0 else client.with_options(
+            self._sdk = client if client.max_retries == 0 else client.with_options(
                 max_retries=0)
             self.base_url = str(client.base_url).rstrip("/")
             self.timeout = client.timeout if isinstance(client.timeout, int | float) else None
         else:
-            self.base_url, self._key = _resolve_endpoint(base_url, api_key)
+            self.base_url, key = _resolve_endpoint(base_url, api_key)
             self.timeout = timeout
-            self._clients = PerLoop(self._new_client, close=openai.AsyncOpenAI.close)
+            self._headers = _headers(
+                key, organization or os.environ.get("OPENAI_ORG_ID") or None,
+                project or os.environ.get("OPENAI_PROJECT_ID") or None)
+            self._clients = PerLoop(self._new_client, close=ShardedClient.aclose)
+        self._url = f"{self.base_url}/chat/completions"
         # A template: each call runs a copy, since tenacity keeps per-run state on it.
         self._retrying = retrying(transient=_is_transient, headers_of=_headers_of,
                                   max_attempts=max_attempts, max_wait=max_wait,
@@ -194,34 +219,42 @@ class OpenAIChat(ChatModel):
             response_format = _weaker_format(response_format)
         return response_format
 
-    async def _send(self, params: dict[str, Any]) -> Any:
+    async def _send(self, params: dict[str, Any]) -> dict[str, Any]:
         """One call with retries; failures as redline's errors."""
         try:
-            return await self._retrying.copy()(self._create, params)
+            return await self._retrying.copy()(self._attempt, params)
         except RetryError as exc:
             attempts, last = exc.last_attempt.attempt_number, exc.last_attempt.exception()
-            status = last.status_code if isinstance(last, openai.APIStatusError) else None
+            status = last.status if isinstance(last, StatusFailed) else None
             raise LLMUnavailableError(
                 f"model {self.model!r} at {self.base_url} failed {attempts} times; "
                 f"last error: {_describe(last, self.timeout)}",
                 attempts=attempts, last_status=status) from last
-        except openai.APIStatusError as exc:
-            raise LLMError(self._rejected(exc), status=exc.status_code) from exc
+        except StatusFailed as exc:
+            raise LLMError(self._rejected(exc), status=exc.status) from exc
 
-    async def _create(self, params: dict[str, Any]) -> Any:
-        # A coroutine function of our own: tenacity awaits only what it sees as one, and
-        # the client's `create` hides behind a plain decorator.
+    async def _attempt(self, params: dict[str, Any]) -> dict[str, Any]:
+        """One HTTP attempt: the chat completion's JSON, its shape checked."""
+        if self._sdk is not None:
+            status, content_type, body = await _sdk_post(self._sdk, params)
+        else:
+            response = await self._clients_get().request(
+                "POST", self._url, content=json.dumps(params).encode())
+            status, content_type, body = (response.status_code,
+                                          response.headers.get("content-type", ""),
+                                          response.content)
         try:
-            response = await self._loop_client().chat.completions.create(**params)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            # The client decodes a JSON content type itself and lets this escape.
-            raise self._malformed(f"the body is not valid JSON ({exc})") from exc
-        except openai.APIResponseValidationError as exc:
-            raise self._malformed(exc.message) from exc
-        problem = _shape_problem(response)
+            data = json.loads(body)
+        except ValueError as exc:  # UnicodeDecodeError is one
+            if "json" in content_type.lower():
+                raise self._malformed(f"the body is not valid JSON ({exc})") from exc
+            text = body.decode("utf-8", "replace")
+            raise self._malformed(f"not a chat completion but {content_type or 'a body'} "
+                                  f"{text[:80]!r} (HTTP {status})") from exc
+        problem = _shape_problem(data)
         if problem:
             raise self._malformed(problem)
-        return response
+        return data
 
     def _malformed(self, problem: str) -> LLMResponseError:
         # A 200 that is not a chat completion is a proxy's error page or a reply cut in
@@ -230,24 +263,26 @@ class OpenAIChat(ChatModel):
             f"model {self.model!r} at {self.base_url} sent a malformed response: {problem}",
             status=200)
 
-    def _new_client(self) -> openai.AsyncOpenAI:
-        return openai.AsyncOpenAI(base_url=self.base_url, api_key=self._key,
-                                  timeout=self.timeout, max_retries=0)
+    def _new_client(self) -> ShardedClient:
+        return ShardedClient(headers=self._headers, timeout=self.timeout)
 
-    def _loop_client(self) -> openai.AsyncOpenAI:
-        """The client for the running event loop."""
-        return self._client if self._clients is None else self._clients.get()
+    def _clients_get(self) -> ShardedClient:
+        """The HTTP client for the running event loop."""
+        assert self._clients is not None  # only without an SDK client
+        return self._clients.get()
 
-    def _completion(self, response: Any, messages: Sequence[Message],
+    def _completion(self, response: dict[str, Any], messages: Sequence[Message],
                     max_tokens: int) -> Completion:
-        choice = response.choices[0]  # its shape was checked by _create
-        text = choice.message.content
+        choice = response["choices"][0]  # its shape was checked by _attempt
+        message = choice["message"]
+        text = message.get("content")
+        finish_reason = choice.get("finish_reason")
         if text is None:
-            refusal = getattr(choice.message, "refusal", None)
-            why = f"refusal: {refusal}" if refusal else f"finish_reason={choice.finish_reason!r}"
+            refusal = message.get("refusal")
+            why = f"refusal: {refusal}" if refusal else f"finish_reason={finish_reason!r}"
             raise LLMResponseError(
                 f"model {self.model!r} at {self.base_url} returned no text ({why})")
-        usage = getattr(response, "usage", None)
+        usage = response.get("usage")
         if usage is None:
             # Budgets need a number: over-estimate rather than under-count. A token is
             # at least one UTF-8 byte, and the server cannot pass max_tokens.
@@ -256,18 +291,18 @@ class OpenAIChat(ChatModel):
             tokens = Usage(input_tokens=self.estimate_input_tokens(messages),
                            output_tokens=min(max_tokens, len(text.encode("utf-8"))))
         else:
-            tokens = Usage(input_tokens=usage.prompt_tokens or 0,
-                           output_tokens=usage.completion_tokens or 0)
-        return Completion(text=text, usage=tokens, finish_reason=choice.finish_reason,
-                          model=response.model if isinstance(response.model, str)
-                          and response.model else self.model)
+            tokens = Usage(input_tokens=usage.get("prompt_tokens") or 0,
+                           output_tokens=usage.get("completion_tokens") or 0)
+        model = response.get("model")
+        return Completion(text=text, usage=tokens, finish_reason=finish_reason,
+                          model=model if isinstance(model, str) and model else self.model)
 
-    def _rejected(self, exc: openai.APIStatusError) -> str:
+    def _rejected(self, exc: StatusFailed) -> str:
         message = (f"model {self.model!r} at {self.base_url} rejected the request: "
-                   f"HTTP {exc.status_code}: {_server_message(exc)}")
-        if exc.status_code == 401:
+                   f"HTTP {exc.status}: {_server_message(exc)}")
+        if exc.status == 401:
             message += " (check OPENAI_API_KEY or --api-key)"
-        elif exc.status_code == 404:
+        elif exc.status == 404:
             message += " (check the model name and that base_url ends in /v1)"
         return message
 
@@ -285,13 +320,16 @@ class OpenAIChat(ChatModel):
             ConfigError: the server cannot be reached, or rejects the key (401/403).
             Other answers (a server without ``/models``) pass: the run will tell.
         """
-        client = self._loop_client().with_options(timeout=5.0, max_retries=0)
         try:
-            await client.models.list()
-        except openai.APIStatusError as exc:
-            if exc.status_code in (401, 403):
+            if self._sdk is not None:
+                await _sdk_models(self._sdk)
+            else:
+                await self._clients_get().request("GET", f"{self.base_url}/models",
+                                                  timeout=5.0)
+        except StatusFailed as exc:
+            if exc.status in (401, 403):
                 raise ConfigError(self._rejected(exc)) from exc
-        except openai.APIConnectionError as exc:
+        except (TimedOut, ConnectionFailed) as exc:
             raise ConfigError(f"cannot reach model {self.model!r} at {self.base_url}: "
                               f"{_describe(exc, 5.0)}") from exc
 
@@ -322,49 +360,88 @@ def _resolve_endpoint(base_url: str | None, api_key: str | None) -> tuple[str, s
     return (base_url or _OPENAI_URL).rstrip("/"), api_key or _PLACEHOLDER_KEY
 
 
+def _headers(key: str, organization: str | None, project: str | None) -> dict[str, str]:
+    """What the openai client sends with every request, less its telemetry headers."""
+    headers = {"Authorization": f"Bearer {key}", "Accept": "application/json",
+               "Content-Type": "application/json", "User-Agent": f"redline/{__version__}"}
+    if organization:
+        headers["OpenAI-Organization"] = organization
+    if project:
+        headers["OpenAI-Project"] = project
+    return headers
+
+
+async def _sdk_post(client: openai.AsyncOpenAI, params: dict[str, Any]) -> tuple[int, str, bytes]:
+    """A chat request through a caller's openai client: the raw answer, its failures as
+    redline's `AttemptFailed` (the answer is parsed as the own client's is)."""
+    import openai
+
+    try:
+        raw = await client.chat.completions.with_raw_response.create(**params)
+    except openai.APIStatusError as exc:
+        raise StatusFailed(exc.status_code, exc.response.headers, exc.response.content) from exc
+    except openai.APITimeoutError as exc:
+        raise TimedOut(exc.message) from exc
+    except openai.APIConnectionError as exc:
+        raise ConnectionFailed(exc.message) from exc
+    response = raw.http_response
+    return response.status_code, response.headers.get("content-type", ""), response.content
+
+
+async def _sdk_models(client: openai.AsyncOpenAI) -> None:
+    """``GET /models`` through a caller's openai client (5 s, no retries)."""
+    import openai
+
+    try:
+        await client.with_options(timeout=5.0, max_retries=0).models.with_raw_response.list()
+    except openai.APIStatusError as exc:
+        raise StatusFailed(exc.status_code, exc.response.headers, exc.response.content) from exc
+    except openai.APITimeoutError as exc:
+        raise TimedOut(exc.message) from exc
+    except openai.APIConnectionError as exc:
+        raise ConnectionFailed(exc.message) from exc
+
+
 def _headers_of(exc: BaseException) -> Mapping[str, str] | None:
-    return exc.response.headers if isinstance(exc, openai.APIStatusError) else None
+    return exc.headers if isinstance(exc, StatusFailed) else None
 
 
 def _is_transient(exc: BaseException) -> bool:
     """Whether trying again may succeed: overload, server faults, the network, a
     malformed body (the only `LLMResponseError` raised inside an attempt)."""
-    if isinstance(exc, openai.APIStatusError):
-        return is_transient_status(exc.status_code)
-    # APITimeoutError is an APIConnectionError.
-    return isinstance(exc, openai.APIConnectionError | LLMResponseError)
+    if isinstance(exc, StatusFailed):
+        return is_transient_status(exc.status)
+    return isinstance(exc, TimedOut | ConnectionFailed | LLMResponseError)
 
 
 def _shape_problem(response: Any) -> str:
-    """What makes `response` not a usable chat completion ("" when it is one).
-
-    The client builds its objects without validating them, so a 200 with an HTML page
-    arrives as a ``str`` and a body with fields of the wrong type as an object holding
-    them: everything `_completion` reads is checked here.
-    """
-    if not isinstance(response, ChatCompletion):
+    """What makes `response` (decoded JSON) not a usable chat completion ("" when it is
+    one): everything `_completion` reads is checked here."""
+    if not isinstance(response, dict):
         return f"not a chat completion but {type(response).__name__} {str(response)[:80]!r}"
-    choices = getattr(response, "choices", None)
+    choices = response.get("choices")
     if not isinstance(choices, list):
         return f'"choices" is {type(choices).__name__}, not a list'
     if not choices:
         return "no choices"
-    message = getattr(choices[0], "message", None)
-    if message is None or isinstance(message, str | int | float | list | dict):
-        return f"choices[0] has no message ({choices[0]!r:.80})"
-    content = getattr(message, "content", None)
+    first = choices[0]
+    message = first.get("message") if isinstance(first, dict) else None
+    if not isinstance(message, dict):
+        return f"choices[0] has no message ({first!r:.80})"
+    content = message.get("content")
     if content is not None and not isinstance(content, str):
         return f"the message content is {type(content).__name__}, not a string"
-    finish = getattr(choices[0], "finish_reason", None)
+    finish = first.get("finish_reason")
     if finish is not None and not isinstance(finish, str):
         return f"finish_reason is {type(finish).__name__}, not a string"
-    model = getattr(response, "model", None)
+    model = response.get("model")
     if model is not None and not isinstance(model, str):
         return f'"model" is {type(model).__name__}, not a string'
-    usage = getattr(response, "usage", None)
+    usage = response.get("usage")
     if usage is not None:
-        counts = [getattr(usage, "prompt_tokens", None), getattr(usage, "completion_tokens", None)]
-        if isinstance(usage, str | int | float | list | dict) or any(
+        counts = ([usage.get("prompt_tokens"), usage.get("completion_tokens")]
+                  if isinstance(usage, dict) else [])
+        if not isinstance(usage, dict) or any(
                 c is not None and (not isinstance(c, int) or isinstance(c, bool) or c < 0)
                 for c in counts):
             return f'"usage" is malformed ({usage!r:.80})'
@@ -388,23 +465,31 @@ def _describe(exc: BaseException | None, timeout: float | None) -> str:
     """One line on a failed attempt, for logs and error messages."""
     if isinstance(exc, LLMResponseError):
         return "a malformed response: " + str(exc).partition("a malformed response: ")[2]
-    if isinstance(exc, openai.APIStatusError):
-        return f"HTTP {exc.status_code}: {_server_message(exc)}"
-    if isinstance(exc, openai.APITimeoutError):
+    if isinstance(exc, StatusFailed):
+        return f"HTTP {exc.status}: {_server_message(exc)}"
+    if isinstance(exc, TimedOut):
         return f"no answer within the {timeout:g} s timeout" if timeout else "timed out"
-    if isinstance(exc, openai.APIConnectionError):
+    if isinstance(exc, ConnectionFailed):
         root = root_cause(exc)
         if root is exc:
-            return f"connection failed ({exc.message})"
+            return f"connection failed ({exc})"
         return f"connection failed ({type(root).__name__}: {root})"
     return repr(exc)
 
 
-def _server_message(exc: openai.APIStatusError) -> str:
-    """The server's own error message, without the client's wrapping."""
-    body = exc.body
-    if isinstance(body, Mapping) and body.get("message"):
-        return str(body["message"])
-    if isinstance(body, str) and body.strip():
-        return body.strip()[:500]
-    return exc.message
+def _server_message(exc: StatusFailed) -> str:
+    """The server's own error message: ``error.message`` of a JSON body, else the
+    body's text, else what the openai client would say."""
+    text = exc.body.decode("utf-8", "replace").strip()
+    try:
+        body = json.loads(text)
+    except ValueError:
+        body = text
+    if isinstance(body, Mapping):
+        error = body.get("error", body)
+        if isinstance(error, Mapping) and error.get("message"):
+            return str(error["message"])
+        return f"Error code: {exc.status} - {error}"
+    if isinstance(body, str) and body:
+        return body[:500]
+    return f"Error code: {exc.status}"
