@@ -270,3 +270,29 @@ def _checkpoints(db: Path) -> int:
             return conn.execute("SELECT count(*) FROM checkpoints").fetchone()[0]
     except sqlite3.OperationalError:  # not created yet
         return 0
+
+
+def test_ctrl_c_keeps_what_finished_and_exits_130(tmp_path: Path) -> None:
+    import signal
+
+    ids = [f"c{n:02d}" for n in range(12)]
+    source, out = write_items(tmp_path / "in.jsonl", ids), tmp_path / "out.jsonl"
+    with OpenAICompatServer(handler=judged(delay=0.15)) as server:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "redline", "batch", str(source), "-o", str(out),
+             "--base-url", server.base_url, "--concurrency", "3"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, env=ENV)
+        deadline = time.monotonic() + 120
+        while not out.exists() or out.read_text().count("\n") < 3:
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130, err
+        assert "interrupted:" in err and "--resume continues" in err and "Traceback" not in err
+        kept = result_ids(out)  # whole lines only: in-flight items are not written
+        assert out.read_text().endswith("\n") and len(set(kept)) == len(kept) < len(ids)
+        again = batch(str(source), "-o", str(out), "--base-url", server.base_url, "--resume")
+    assert again.returncode == 0, again.stderr
+    assert sorted(result_ids(out)) == ids
