@@ -32,6 +32,11 @@ if TYPE_CHECKING:  # LangGraph loads when a batch starts, not for `redline --hel
 @click.option("--checkpoint", metavar="DB",
               help="A SQLite file of LangGraph checkpoints: items in flight when the batch "
                    "died resume mid-loop with --resume (needs redline[sqlite]).")
+@click.option("--ray", "ray_address", metavar="ADDRESS",
+              help="Shard the batch over a Ray cluster: its address (host:6379, "
+                   "ray://host:10001), auto, or local (needs redline[ray]).")
+@click.option("--shard-size", type=int, metavar="N",
+              help="With --ray: items per Ray task (default: --concurrency).")
 @run_options
 @click.option("-q", "--quiet", is_flag=True, help="Nothing on stderr but errors.")
 def batch_command(**opts: Any) -> None:
@@ -49,6 +54,7 @@ def batch_command(**opts: Any) -> None:
       redline batch questions.jsonl -o answers.jsonl --base-url http://localhost:8000/v1
       redline batch humaneval.jsonl -o out.jsonl --preset self-debug -c pytest
       redline batch questions.jsonl -o answers.jsonl --resume    # after a crash
+      redline batch big.jsonl -o out.jsonl --ray auto --base-url http://vllm:8000/v1
 
     \b
     Exit codes: 0 every item finished without an error; 3 some items ended with an
@@ -71,8 +77,23 @@ def batch_command(**opts: Any) -> None:
     progress = BatchProgress(summary, quiet=quiet, priced=spec.model.price_in is not None
                              or spec.model.price_out is not None)
 
+    if opts["ray_address"] is None and opts["shard_size"] is not None:
+        raise ConfigError("--shard-size applies to --ray")
+    if opts["ray_address"] is not None and opts["checkpoint"] is not None:
+        raise ConfigError("--checkpoint is for one process; with --ray a shard in flight "
+                          "when the batch died runs again on --resume")
+
     async def run() -> None:
         try:
+            if opts["ray_address"] is not None:
+                from redline.workflows._ray import aray_batch
+
+                await aray_batch(spec, items, opts["output"], address=opts["ray_address"],
+                                 concurrency=opts["concurrency"], resume=opts["resume"],
+                                 api_key=api_key_from(opts), shard_size=opts["shard_size"],
+                                 summary=summary, on_start=progress.start,
+                                 on_result=progress.update)
+                return
             await arun_batch(spec, items, opts["output"], concurrency=opts["concurrency"],
                              resume=opts["resume"], checkpoint=opts["checkpoint"],
                              api_key=api_key_from(opts), summary=summary,

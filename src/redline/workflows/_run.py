@@ -205,8 +205,11 @@ class Runner:
         # The clock starts with the first step: after imports, model start-up, preflight.
         with RunClock(elapsed_before).active() as clock:
             try:
+                # "sync": a step's checkpoint is saved before the next step starts, so a
+                # process killed at any moment resumes after its last finished step.
                 async for item in graph.astream(graph_input, run_config,
-                                                stream_mode=["updates", "values"]):
+                                                stream_mode=["updates", "values"],
+                                                durability="sync" if checkpointer else None):
                     # With a list of modes, each item is (mode, chunk): langgraph's types
                     # cannot say so.
                     mode, chunk = cast("tuple[str, dict[str, Any]]", item)
