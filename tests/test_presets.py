@@ -287,6 +287,16 @@ async def test_best_of_n_vote_picks_the_majority_answer() -> None:
     assert by_score.text == "The answer is 41."
 
 
+async def test_single_is_one_draft_and_nothing_else() -> None:
+    from redline.workflows.presets import single
+
+    model = ScriptedChat(["only"])
+    result = await redline.arefine("Q", single(model, budget=Budget(max_tokens=500)))
+    assert texts(result) == ["only"] and len(model.calls) == 1
+    assert model.calls[0]["temperature"] == 0.0
+    assert result.stop_reason is StopReason.sampled and result.best.critiques[0].passed is None
+
+
 @pytest.mark.parametrize(("make", "message"), [
     (lambda m: best_of_n(m, n=3, budget=Budget(max_rounds=2)), "max_rounds=2 does not apply"),
     (lambda m: best_of_n(m, revise_when="on_failure"), "revise_when does not apply"),
@@ -306,7 +316,8 @@ def test_bad_preset_arguments_raise_one_line(make, message: str) -> None:  # noq
 def test_policy_fields_pass_through_and_presets_are_registered() -> None:
     cfg = reflexion(ScriptedChat([]), Check(), threshold=0.5, seed=3)
     assert cfg.threshold == 0.5 and cfg.seed == 3 and cfg.reflector is not None
-    assert set(PRESETS) == {"self-refine", "reflexion", "critic", "self-debug", "best-of-n"}
+    assert set(PRESETS) == {"self-refine", "reflexion", "critic", "self-debug", "best-of-n",
+                            "single"}
     from redline.plugins import load_preset
 
     assert load_preset("self_debug") is load_preset("Self-Debug") is PRESETS["self-debug"]

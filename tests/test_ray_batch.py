@@ -35,8 +35,9 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Any:
     ray = shutil.which("ray") or str(Path(sys.executable).with_name("ray"))
     port = free_port()
     temp = tmp_path_factory.mktemp("ray")
-    start = subprocess.run([ray, "start", "--head", f"--port={port}", "--num-cpus=2", "--node-ip-address=127.0.0.1",
-                            "--include-dashboard=false", "--disable-usage-stats",
+    start = subprocess.run([ray, "start", "--head", f"--port={port}", "--num-cpus=2",
+                            "--node-ip-address=127.0.0.1", "--include-dashboard=false",
+                            "--disable-usage-stats",
                             f"--temp-dir={temp}"], env=ENV, capture_output=True, text=True,
                            timeout=180)
     assert start.returncode == 0, start.stderr

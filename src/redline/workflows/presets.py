@@ -9,6 +9,7 @@ node through a reflector).
 | `critic` | CRITIC (Gou et al. 2024) | tools: the interpreter, a search fact-check |
 | `self_debug` | Self-Debug (Chen et al. 2024) | code; tests (given, doctests or generated) |
 | `best_of_n` | best-of-N / self-consistency | a critic (reward model, judge, tests) |
+| `single` | one draft (the baseline) | nothing |
 
 Every preset takes the drafting model first; the revising and judging models may be
 others (``reviser_model=``, ``judge_model=``, ...): a small model drafts, a larger one
@@ -37,7 +38,8 @@ from redline.workflows._state import Select
 from redline.workflows.config import RefineConfig
 
 __all__ = ["BEST_OF_N", "CRITIC", "PRESETS", "REFLEXION", "SELF_DEBUG", "SELF_REFINE",
-           "Preset", "best_of_n", "critic", "reflexion", "self_debug", "self_refine"]
+           "SINGLE", "Preset", "best_of_n", "critic", "reflexion", "self_debug",
+           "self_refine", "single"]
 
 CriticsLike = Critic | Callable[..., Any] | Sequence[Critic | Callable[..., Any]]
 
@@ -247,6 +249,44 @@ def best_of_n(model: ChatModel, critic: CriticsLike | None = None, n: int = 4, *
                      budget=budget.model_copy(update={"max_rounds": 0}))
 
 
+class _NoCritique(Critic):
+    """No critique: every candidate scores 0 with no verdict (the baseline's "critic")."""
+
+    name = "none"
+    deterministic = True
+
+    async def critique(self, task: Any, candidate: Any) -> Any:
+        from redline.types import Critique
+
+        return Critique(critic=self.name, score=0.0, passed=None,
+                        evidence={"note": "no critique (single draft)"})
+
+
+def single(model: ChatModel, **policy: Any) -> RefineConfig:
+    """One draft, no critique, no revision: what the model does alone.
+
+    The baseline `redline compare` measures every method against (with
+    ``temperature`` 0 by default: greedy). Its candidate scores 0 with no verdict; the
+    run stops ``sampled``.
+
+    Args:
+        model: drafts.
+        **policy: `RefineConfig` policy fields (``temperature``, ``seed``, ``budget``,
+            ...); revision fields and ``n`` do not apply.
+    """
+    fixed = sorted({"revise", "revise_when", "revise_from", "patience", "n",
+                    "select"} & set(policy))
+    if fixed:
+        raise ConfigError(f"preset 'single' makes one draft: {fixed[0]} does not apply; "
+                          "leave it out")
+    budget = policy.pop("budget", None) or Budget()
+    if "max_rounds" in budget.model_fields_set and budget.max_rounds != 0:
+        raise ConfigError(f"preset 'single' makes no revisions: max_rounds="
+                          f"{budget.max_rounds} does not apply; leave it out")
+    return _assemble("single", policy, model=model, critics=[_NoCritique()],
+                     budget=budget.model_copy(update={"max_rounds": 0}))
+
+
 @dataclass(frozen=True)
 class Preset:
     """A preset as ``redline refine --preset NAME`` and the plugin registry see it.
@@ -330,6 +370,10 @@ BEST_OF_N = Preset(
     "a critic to score drafts (--critic; default: judge)",
     critics_param="critic")
 
+SINGLE = Preset(
+    "single", single, "one draft, no critique, no revision (the baseline)",
+    "the model alone", "nothing")
+
 PRESETS: dict[str, Preset] = {p.name: p for p in (SELF_REFINE, REFLEXION, CRITIC,
-                                                   SELF_DEBUG, BEST_OF_N)}
+                                                   SELF_DEBUG, BEST_OF_N, SINGLE)}
 """The built-in presets by command-line name."""
