@@ -1,0 +1,203 @@
+"""``redline serve``: an OpenAI-compatible refining proxy on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from typing import Any
+
+import click
+
+from redline.cli import cli
+from redline.cli._options import (
+    check_base_url,
+    explicit_options,
+    read_key_file,
+    run_options,
+    spec_from_options,
+)
+from redline.errors import ConfigError
+
+# With --config, the runs are in the file: only these run options may come with it.
+_WITH_CONFIG = {"model", "upstream", "base_url", "api_key_file", "model_path"}
+_SERVER_OPTIONS = {"config_file", "run_name", "host", "port", "concurrency", "queue",
+                   "max_body", "request_timeout", "token_ceiling", "api_key", "log_level",
+                   "quiet"}
+
+
+def _serve_options(command: Any) -> Any:
+    """`run_options` without its ``--api-key``: here ``--api-key`` is the server's own
+    key, and the upstream's comes from ``$OPENAI_API_KEY`` or ``--api-key-file`` (never
+    from the command line, which every process on the host can read)."""
+    command = run_options(command)
+    command.__click_params__ = [p for p in command.__click_params__ if p.name != "api_key"]
+    return command
+
+
+@cli.command("serve")
+@click.option("--upstream", metavar="URL",
+              help="The upstream OpenAI-compatible server's base URL (vLLM, Ollama, OpenAI: "
+                   "http://127.0.0.1:8000/v1). Default: $OPENAI_BASE_URL, else the embedded "
+                   "model.")
+@click.option("--config", "config_file", metavar="FILE",
+              help="Named runs in a TOML or JSON file ([runs.NAME] tables of RunSpec fields); "
+                   "each is served as model redline/NAME.")
+@click.option("--name", "run_name", metavar="NAME",
+              help="The run's name without --config (its model is redline/NAME). Default: "
+                   "the preset's name, else 'refine'.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="The address to listen on (0.0.0.0 exposes it to the network).")
+@click.option("--port", type=int, default=8080, show_default=True,
+              help="The port (0: any free one; the address is printed).")
+@click.option("--api-key", envvar="REDLINE_SERVE_API_KEY", metavar="KEY",
+              help="Require 'Authorization: Bearer KEY' from clients.  "
+                   "[env: REDLINE_SERVE_API_KEY]")
+@click.option("--concurrency", type=int, default=16, show_default=True,
+              help="Chat requests handled at once.")
+@click.option("--queue", type=int, default=64, show_default=True,
+              help="Requests waiting for a slot; the next one is answered 429 + Retry-After.")
+@click.option("--max-body", type=int, default=1 << 20, show_default=True, metavar="BYTES",
+              help="The largest request body (larger: 413).")
+@click.option("--request-timeout", type=float, default=300.0, show_default=True,
+              metavar="SECONDS",
+              help="Caps every run's --max-seconds; a request still running 5 s later gets "
+                   "504, one that waits this long for a slot 503.")
+@click.option("--token-ceiling", type=int, default=100_000, show_default=True, metavar="N",
+              help="The most tokens one request's loop may spend, whatever it asks "
+                   "(a request's max_tokens caps its loop below this).")
+@_serve_options
+@click.option("--log-level", type=click.Choice(["warning", "info", "debug"]),
+              default="warning", show_default=True,
+              help="Server log level (info: one access line per request).")
+@click.option("-q", "--quiet", is_flag=True, help="Nothing on stderr but errors.")
+def serve_command(**opts: Any) -> None:
+    """Serve refine runs over the OpenAI chat-completions API.
+
+    POST /v1/chat/completions with model "redline/NAME" refines the last user message
+    with run NAME against the upstream model and answers a normal chat completion (its
+    usage sums every call of the loop) plus a "redline" field: score, stop reason,
+    rounds, critiques. stream=true streams the answer as SSE chunks, with progress as
+    SSE comments. Requests the loop cannot refine (tools, images, response_format) go
+    to the upstream model untouched; n > 1 and logprobs are refused (400). GET
+    /v1/models lists the runs; /healthz and /metrics (Prometheus text) too.
+
+    The run is described by the options of `redline refine` (--preset, -c, budgets,
+    --model), or by several named runs in --config FILE. Every run is compiled and
+    preflighted at startup (exit 2 with one line if one cannot work). The upstream's
+    key comes from $OPENAI_API_KEY or --api-key-file and is never echoed or logged.
+
+    \b
+    Examples:
+      redline serve --upstream http://127.0.0.1:8000/v1 --model qwen2.5-7b --preset self-refine
+      redline serve --config runs.toml --port 8080 --api-key "$KEY"
+      redline serve --preset best-of-n -n 3      # the embedded model, model redline/best-of-n
+
+    \b
+    Exit codes: 0 stopped (Ctrl-C / SIGTERM); 2 bad configuration or a failed
+    preflight, or the port is taken (one line, nothing served).
+    """
+    quiet = opts["quiet"]
+    logging.getLogger("redline").setLevel(logging.ERROR if quiet else logging.WARNING)
+    for flag, key, low in (("--concurrency", "concurrency", 1), ("--queue", "queue", 0),
+                           ("--max-body", "max_body", 1), ("--token-ceiling", "token_ceiling", 1),
+                           ("--port", "port", 0)):
+        if opts[key] < low:
+            raise ConfigError(f"{flag} must be at least {low}, got {opts[key]}")
+    if not opts["request_timeout"] > 0:
+        raise ConfigError(f"--request-timeout must be positive, got {opts['request_timeout']:g}")
+    if opts["upstream"] is not None:
+        if opts["base_url"] is not None:
+            raise ConfigError("give --upstream or --base-url, not both (they are the same)")
+        opts["base_url"] = check_base_url(opts["upstream"])
+    specs = _specs(opts)
+    upstream_key = read_key_file(opts["api_key_file"]) if opts["api_key_file"] else None
+
+    from redline.serve import RunTable, ServeSettings, create_app
+
+    settings = ServeSettings(api_key=opts["api_key"] or None, concurrency=opts["concurrency"],
+                             queue=opts["queue"], max_body_bytes=opts["max_body"],
+                             request_timeout=opts["request_timeout"])
+    try:
+        import uvicorn
+    except ImportError:
+        from redline.errors import MissingDependencyError
+
+        raise MissingDependencyError("redline serve (uvicorn is missing)", "serve") from None
+    sock = _bind(opts["host"], opts["port"])
+
+    async def run() -> None:
+        runs = RunTable.from_specs(specs, api_key=upstream_key,
+                                   token_ceiling=opts["token_ceiling"],
+                                   seconds_ceiling=opts["request_timeout"])
+        try:
+            await runs.preflight()
+            config = uvicorn.Config(create_app(runs, settings), log_level=opts["log_level"],
+                                    access_log=opts["log_level"] != "warning",
+                                    timeout_graceful_shutdown=5)
+            server = uvicorn.Server(config)
+            host, port = sock.getsockname()[:2]
+            if not quiet:
+                models = ", ".join(f"redline/{n}" for n in runs.names)
+                click.echo(f"redline: serving {models} on http://{host}:{port}/v1", err=True)
+            await server.serve(sockets=[sock])
+        finally:
+            await runs.aclose()
+
+    try:
+        asyncio.run(run())  # errors: the group's boundary (cli/_boundary.py)
+    finally:
+        sock.close()
+
+
+def _specs(opts: dict[str, Any]) -> dict[str, Any]:
+    """The named `RunSpec`s the options describe."""
+    from redline.serve import default_run_name, load_specs
+    from redline.serve.runs import RUN_NAME
+
+    explicit = explicit_options(opts)
+    if opts["config_file"] is None:
+        spec = spec_from_options(opts, explicit)
+        name = opts["run_name"] or default_run_name(spec)
+        if not RUN_NAME.match(name):
+            raise ConfigError(f"--name {name!r}: use lowercase letters, digits, '.', '_' and "
+                              "'-' (it becomes the model name redline/<name>)")
+        return {name: spec}
+    stray = sorted(explicit - _WITH_CONFIG - _SERVER_OPTIONS)
+    if stray:
+        ctx = click.get_current_context()
+        flags = [p.opts[0] for p in ctx.command.params if p.name in stray]
+        raise ConfigError(f"with --config, put {', '.join(flags)} in the file's runs "
+                          "(only --upstream, --model, --model-path and --api-key-file apply "
+                          "to every run)")
+    if opts["run_name"] is not None:
+        raise ConfigError("--name names the run of the command line; with --config, runs are "
+                          "named by their tables")
+    specs = load_specs(opts["config_file"])
+    filled = {}
+    for name, spec in specs.items():
+        model = spec.model.model_copy(update={
+            k: v for k, v in (("name", opts["model"]), ("base_url", opts["base_url"]),
+                              ("model_path", opts["model_path"]))
+            if v is not None and getattr(spec.model, k) is None})
+        filled[name] = spec.model_copy(update={"model": model})
+    return filled
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound now so a taken port is a one-line error.
+
+    Raises:
+        ConfigError: the address cannot be bound.
+    """
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, address = infos[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
