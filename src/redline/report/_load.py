@@ -101,7 +101,8 @@ def load_results(path: str | Path) -> Results:
     if isinstance(whole, dict) and "redline_batch" not in whole \
             and "redline_compare" not in whole:
         result = _result(whole, name, None)
-        settings = whole.get("settings") if isinstance(whole.get("settings"), dict) else {}
+        given = whole.get("settings")
+        settings: dict[str, Any] = given if isinstance(given, dict) else {}
         return Results(kind="result", spec=settings, source=name,
                        entries=[Entry(id=result.task.id, result=result, settings=settings)])
     return _read_lines(text, name)
