@@ -170,12 +170,15 @@ def run_options(command: F) -> F:
     return command
 
 
-def spec_from_options(opts: dict[str, Any], explicit: set[str] | None = None) -> RunSpec:
+def spec_from_options(opts: dict[str, Any], explicit: set[str] | None = None, *,
+                      only_given: bool = False) -> RunSpec:
     """The `RunSpec` the run options describe.
 
     Args:
         opts: the command's parameters.
         explicit: the options the user gave; None: asked from the current click context.
+        only_given: hold only the policy the user gave, as with a preset (for a command
+            that applies the spec to presets itself: ``redline compare``).
 
     Raises:
         ConfigError: an option out of range, or a preset's option without --preset.
@@ -183,8 +186,8 @@ def spec_from_options(opts: dict[str, Any], explicit: set[str] | None = None) ->
     from redline.workflows import RunSpec
 
     explicit = explicit_options(opts) if explicit is None else explicit
-    fields = spec_fields(opts, _budget(opts, explicit))
-    if opts["preset"] is not None:
+    fields = spec_fields(opts, _budget(opts, explicit, only_given=only_given))
+    if opts["preset"] is not None or only_given:
         fields = _preset_fields(opts, fields, explicit)
     else:
         for flag, key in (("--memory", "memory"), ("--no-explain", "no_explain"),
@@ -244,7 +247,8 @@ def _preset_fields(opts: dict[str, Any], fields: dict[str, Any],
     return {**fields, "preset": opts["preset"], "preset_options": options}
 
 
-def _budget(opts: dict[str, Any], explicit: set[str]) -> Budget:
+def _budget(opts: dict[str, Any], explicit: set[str], *, only_given: bool = False
+            ) -> Budget:
     for flag, key in (("--threshold", "threshold"), ("--max-seconds", "max_seconds"),
                       ("--max-cost", "max_cost"), ("--temperature", "temperature")):
         value = opts[key]
@@ -270,6 +274,6 @@ def _budget(opts: dict[str, Any], explicit: set[str]) -> Budget:
         raise ConfigError(f"--memory must be at least 1, got {opts['memory']}")
     given = {field: opts[option] for field, option in _BUDGET_OPTIONS.items()
              if opts[option] is not None}
-    if opts["preset"] is not None and "max_rounds" not in explicit:
+    if (opts["preset"] is not None or only_given) and "max_rounds" not in explicit:
         given.pop("max_rounds")  # the preset's own (Budget's default, or none: best-of-n)
     return Budget(**given)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -50,16 +50,21 @@ class BatchOutput:
         spec: the run's settings, ``RunSpec.model_dump(mode="json")``; a resumed file
             must have been written with the same.
         resume: continue an existing file instead of refusing it.
+        kind: the header's key (``redline_batch``; ``redline_compare`` for a compare).
+        key: a document's unique key (its ``id``; a compare's method and id).
 
     Raises:
         ConfigError: one line saying why the file cannot be used.
     """
 
-    def __init__(self, path: str | Path, spec: Mapping[str, Any], *, resume: bool = False
-                 ) -> None:
+    def __init__(self, path: str | Path, spec: Mapping[str, Any], *, resume: bool = False,
+                 kind: str = "redline_batch",
+                 key: Callable[[Mapping[str, Any]], Any] = lambda d: d.get("id")) -> None:
         self.path = Path(path)
         self.spec = dict(spec)
-        self.done: set[str] = set()
+        self.kind = kind
+        self.key = key
+        self.done: set[Any] = set()
         """Ids of the items whose result is in the file (never written twice)."""
         self.failed: set[str] = set()
         """Ids among `done` whose result is an error (``stop_reason="error"``)."""
@@ -116,12 +121,13 @@ class BatchOutput:
 
     def _check_header(self, header: Any) -> None:
         name = str(self.path)
-        if not isinstance(header, dict) or "redline_batch" not in header:
-            raise ConfigError(f"{name!r} is not a redline batch output (no header line); "
+        what = self.kind.removeprefix("redline_")
+        if not isinstance(header, dict) or self.kind not in header:
+            raise ConfigError(f"{name!r} is not a redline {what} output (no header line); "
                               "choose another output file")
-        if header["redline_batch"] != BATCH_FORMAT_VERSION:
-            raise ConfigError(f"{name!r} is a batch output of format "
-                              f"{header['redline_batch']!r}; this redline writes format "
+        if header[self.kind] != BATCH_FORMAT_VERSION:
+            raise ConfigError(f"{name!r} is a {what} output of format "
+                              f"{header[self.kind]!r}; this redline writes format "
                               f"{BATCH_FORMAT_VERSION}")
         written = header.get("spec")
         if written != self.spec:
@@ -132,14 +138,15 @@ class BatchOutput:
     def _add(self, value: Any, number: int) -> None:
         name = str(self.path)
         if not isinstance(value, dict) or not isinstance(value.get("id"), str):
-            raise ConfigError(f"{name!r}, line {number}: not a batch result (no 'id'); "
+            raise ConfigError(f"{name!r}, line {number}: not a result (no 'id'); "
                               "the file is damaged")
-        if value["id"] in self.done:
-            raise ConfigError(f"{name!r}, line {number}: id {value['id']!r} is there twice; "
+        key = self.key(value)
+        if key in self.done:
+            raise ConfigError(f"{name!r}, line {number}: {_shown(key)} is there twice; "
                               "the file is damaged")
-        self.done.add(value["id"])
+        self.done.add(key)
         if value.get("stop_reason") == "error":
-            self.failed.add(value["id"])
+            self.failed.add(key)
 
     def start(self) -> None:
         """Make the file ready for `write`: drop a torn last line, or write the header of
@@ -161,7 +168,7 @@ class BatchOutput:
         if self._keep == 0:
             with open(self.path, "r+b") as f:
                 f.truncate(0)
-        append_line(self.path, json.dumps({"redline_batch": BATCH_FORMAT_VERSION,
+        append_line(self.path, json.dumps({self.kind: BATCH_FORMAT_VERSION,
                                            "spec": self.spec}, ensure_ascii=False))
 
     def write(self, document: Mapping[str, Any]) -> None:
@@ -171,16 +178,23 @@ class BatchOutput:
             ValueError: the document has no ``id``, or its id was written already.
             OSError: the write failed.
         """
-        item_id = document.get("id")
-        if not isinstance(item_id, str):
+        if not isinstance(document.get("id"), str):
             raise ValueError("a batch result document needs a string 'id'")
-        if item_id in self.done:
-            raise ValueError(f"item {item_id!r} is already in {str(self.path)!r}")
+        key = self.key(document)
+        if key in self.done:
+            raise ValueError(f"{_shown(key)} is already in {str(self.path)!r}")
         self.start()
         append_line(self.path, json.dumps(document, ensure_ascii=False))
-        self.done.add(item_id)
+        self.done.add(key)
         if document.get("stop_reason") == "error":
-            self.failed.add(item_id)
+            self.failed.add(key)
+
+
+def _shown(key: Any) -> str:
+    """A key in a message: ``id 'a'``, or ``method 'single', id 'a'``."""
+    if isinstance(key, tuple):
+        return ", ".join(f"{k} {v!r}" for k, v in zip(("method", "id"), key, strict=False))
+    return f"id {key!r}"
 
 
 def _first_difference(old: Any, new: Any, where: str = "") -> str:

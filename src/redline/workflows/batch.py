@@ -29,7 +29,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, overload
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -80,13 +80,24 @@ class BatchItem(BaseModel):
                     metadata=self.metadata)
 
 
+Item = TypeVar("Item", bound=BatchItem)
+
+
+@overload
 def read_items(source: str | Path | Iterable[str], *, name: str | None = None
-               ) -> list[BatchItem]:
+               ) -> list[BatchItem]: ...
+@overload
+def read_items(source: str | Path | Iterable[str], *, name: str | None = None,
+               model: type[Item]) -> list[Item]: ...
+def read_items(source: str | Path | Iterable[str], *, name: str | None = None,
+               model: type[Any] = BatchItem) -> list[Any]:
     """Read and check a whole batch input before any work.
 
     Args:
         source: a JSONL file's path, or its lines.
         name: what to call the input in messages (default: the path, or ``input``).
+        model: the item type (a `BatchItem` subclass with more fields, e.g.
+            `redline.workflows.compare.CompareItem`).
 
     Raises:
         ConfigError: every bad line at once, one line of text: ``IN.jsonl: 2 bad
@@ -99,13 +110,13 @@ def read_items(source: str | Path | Iterable[str], *, name: str | None = None
     else:
         name = name or "input"
         lines = source
-    items: list[BatchItem] = []
+    items: list[Any] = []
     problems: list[str] = []
     first_seen: dict[str, int] = {}
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
-        item, problem, auto = _item(line)
+        item, problem, auto = _item(line, model)
         if item is not None and item.id in first_seen:
             first = first_seen[item.id]
             problem = (f"the same item as line {first} (give each an 'id')" if auto else
@@ -127,7 +138,7 @@ def read_items(source: str | Path | Iterable[str], *, name: str | None = None
     return items
 
 
-def _item(line: str) -> tuple[BatchItem | None, str | None, bool]:
+def _item(line: str, model: type[Any]) -> tuple[Any, str | None, bool]:
     """The item on one line or what is wrong with it, and whether its id is derived."""
     try:
         data = json.loads(line)
@@ -137,7 +148,7 @@ def _item(line: str) -> tuple[BatchItem | None, str | None, bool]:
         return None, f"not a JSON object (a {type(data).__name__})", False
     auto = "id" not in data
     try:
-        item = BatchItem.model_validate({"id": "-", **data})
+        item = model.model_validate({"id": "-", **data})
     except ValidationError as exc:
         return None, ", ".join(_problem(e, data) for e in exc.errors()), auto
     if auto:
