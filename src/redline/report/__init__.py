@@ -17,12 +17,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from redline.report._data import line_diff
 from redline.report._html import render_report
 from redline.report._load import Entry, Results, load_results
 from redline.report._stats import best_score, draft_score
 
-__all__ = ["Entry", "Results", "best_score", "draft_score", "load_results", "render_report",
-           "write_report"]
+__all__ = ["Entry", "Results", "best_score", "draft_score", "line_diff", "load_results",
+           "render_report", "write_report"]
 
 
 def write_report(source: str | Path, output: str | Path, *, title: str | None = None

@@ -15,7 +15,7 @@ from redline.report._load import Entry, Results
 from redline.report._stats import best_score, draft_score, reached, solved
 from redline.types import Candidate, Critique, ScoredCandidate, Usage
 
-__all__ = ["embed_json", "page_data"]
+__all__ = ["embed_json", "line_diff", "page_data"]
 
 
 def page_data(results: Results) -> dict[str, Any]:
@@ -69,7 +69,7 @@ def _candidate(candidate: Candidate, scored: ScoredCandidate, texts: dict[str, s
             "text": candidate.text, "expl": candidate.explanation,
             "score": scored.score, "gates": scored.gates_passed, "failed": scored.failed,
             "unscored": scored.unscored, "usage": _usage(candidate.usage),
-            "diff": None if parent is None else _diff(parent, candidate.text),
+            "diff": None if parent is None else line_diff(parent, candidate.text),
             "crit": [_critique(c) for c in scored.critiques]}
 
 
@@ -79,7 +79,9 @@ def _critique(critique: Critique) -> dict[str, Any]:
             "ev": critique.evidence or None, "usage": _usage(critique.usage)}
 
 
-def _diff(old: str, new: str) -> str:
-    """The unified line diff from `old` to `new` (hunks only, no file header)."""
+def line_diff(old: str, new: str) -> str:
+    """The unified line diff from `old` to `new`: its hunks (``@@ ... @@``, then lines
+    starting with ``' '``, ``-`` or ``+``), without the file header; empty when the
+    texts have the same lines."""
     lines = difflib.unified_diff(old.splitlines(), new.splitlines(), lineterm="", n=3)
     return "\n".join(line for k, line in enumerate(lines) if k >= 2)
