@@ -38,6 +38,7 @@ import subprocess
 import sys
 import time
 import tracemalloc
+import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -60,7 +61,9 @@ def _reply_text(request: dict[str, Any]) -> str:
         fields = _dspy_output_fields(system)
         parts = [f"[[ ## {name} ## ]]\n{_dspy_value(name)}\n" for name in fields]
         return "\n".join(parts) + "\n[[ ## completed ## ]]"
-    return DRAFT
+    # A revision differs from its draft (else the judge's cached verdict serves it).
+    last = str(messages[-1].get("content") or "") if messages else ""
+    return f"{DRAFT} ({zlib.crc32(last.encode()) % 1000})"
 
 
 def _dspy_output_fields(system: str) -> list[str]:
@@ -218,6 +221,7 @@ async def side_redline(base_url: str, items: int, calls: int, concurrency: int,
                        ) -> Callable[[int], Awaitable[Any]]:
     import redline
     from redline.llm import OpenAIChat
+    from redline.types import Task
     from redline.workflows import Runner
     from redline.workflows.config import RefineConfig
 
@@ -233,7 +237,8 @@ async def side_redline(base_url: str, items: int, calls: int, concurrency: int,
         abatch = None
 
     async def batch(n: int) -> list[int]:
-        tasks = [f"Write one sentence about the sea (task {i})." for i in range(n)]
+        tasks = [Task(prompt=f"Write one sentence about the sea (task {i}).")
+                 for i in range(n)]
         if abatch is not None:
             results = [r async for r in _results(abatch(tasks, runner,
                                                         concurrency=concurrency))]
@@ -259,8 +264,12 @@ async def _results(batch: Any) -> Any:
 
 async def side_dspy(base_url: str, items: int, calls: int, concurrency: int,
                     ) -> Callable[[int], Awaitable[Any]]:
+    import logging
+
     import dspy
 
+    # Refine logs a type warning for each feedback call; the log lines are not the bench.
+    logging.getLogger("dspy").setLevel(logging.ERROR)
     if calls != 3:
         raise SystemExit("the DSPy side makes 3 calls per item (answer, feedback, answer)")
     lm = dspy.LM("openai/bench-model", api_base=base_url, api_key="not-needed",
@@ -282,7 +291,9 @@ async def side_dspy(base_url: str, items: int, calls: int, concurrency: int,
 SIDES: dict[str, Callable[..., Awaitable[Callable[[int], Awaitable[Any]]]]] = {
     "bare-httpx": side_bare_httpx, "bare-openai": side_bare_openai,
     "redline": side_redline, "dspy": side_dspy}
-LABELS = {"ideal": "ideal (server latency only)", "bare-httpx": "bare `httpx.AsyncClient`",
+SIDES["redline-before"] = side_redline
+LABELS = {"ideal": "ideal (server latency only)",
+          "redline-before": "redline `Runner`, the code of --before-src", "bare-httpx": "bare `httpx.AsyncClient`",
           "bare-openai": "bare `openai.AsyncOpenAI`",
           "redline": "redline `Runner` (OpenAIChat, LLMJudge, Reviser)",
           "dspy": "DSPy `Refine` via `dspy.Parallel`"}
@@ -317,6 +328,9 @@ async def run_side(side: str, base_url: str, items: int, calls: int, concurrency
 def main(args: argparse.Namespace) -> None:
     proc, base_url = start_server(args.latency)
     sides = [s for s in args.sides.split(",") if s]
+    if args.before_src and "redline-before" not in sides:
+        sides.insert(sides.index("redline") if "redline" in sides else len(sides),
+                     "redline-before")
     walls: dict[str, list[float]] = {s: [] for s in sides}
     memory: dict[str, float] = {}
     try:
@@ -324,6 +338,7 @@ def main(args: argparse.Namespace) -> None:
             for side in sides:
                 python = args.dspy_python if side == "dspy" and args.dspy_python \
                     else sys.executable
+                src = args.before_src if side == "redline-before" else "src"
                 cmd = [python, __file__, "--side", side, "--base-url", base_url,
                        "--items", str(args.items), "--calls", str(args.calls),
                        "--concurrency", str(args.concurrency)]
@@ -331,7 +346,7 @@ def main(args: argparse.Namespace) -> None:
                     cmd.append("--memory")
                 done = subprocess.run(cmd, capture_output=True, text=True,
                                       env={**os.environ, "PYTHONPATH": os.pathsep.join(
-                                          filter(None, ["src", os.environ.get("PYTHONPATH")]))})
+                                          filter(None, [src, os.environ.get("PYTHONPATH")]))})
                 if done.returncode != 0:
                     print(f"# {side} failed:\n{done.stderr[-2000:]}", file=sys.stderr)
                     walls.pop(side, None)
@@ -380,6 +395,8 @@ if __name__ == "__main__":
     parser.add_argument("--sides", default="bare-httpx,bare-openai,redline,dspy")
     parser.add_argument("--dspy-python", default="",
                         help="an interpreter with dspy installed (default: this one)")
+    parser.add_argument("--before-src", default="",
+                        help="the src/ of an earlier checkout: adds the side redline-before")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--side", help=argparse.SUPPRESS)
     parser.add_argument("--base-url", help=argparse.SUPPRESS)

@@ -472,3 +472,126 @@ async def test_a_400_for_another_reason_is_not_taken_for_a_refused_format():
             await chat.complete(MESSAGES, json_schema=SCHEMA)
         await chat.aclose()
     assert server.requests[server_requests_before]["response_format"]["type"] == "json_schema"
+
+
+# --- The HTTP client: pooled connections, headers, raw JSON ---------------------------------
+
+async def test_many_concurrent_calls_reuse_their_connections():
+    """64 calls at a time, four waves: the server sees at most 64 connections, not 256,
+    and the calls spread over several httpx pools (see redline.llm._http)."""
+    def slow(request: dict) -> str:
+        time.sleep(0.05)  # long enough for the 64 calls of a wave to overlap
+        return "ok " + request["messages"][-1]["content"]
+
+    async with OpenAICompatServer(handler=slow) as server, make_chat(server) as chat:
+        for wave in range(4):
+            completions = await asyncio.gather(*(
+                chat.complete([{"role": "user", "content": f"{wave}-{i}"}]) for i in range(64)))
+            assert [c.text for c in completions] == [f"ok {wave}-{i}" for i in range(64)]
+        pools = chat._clients_get().pools
+    assert len(server.requests) == 256
+    assert server.connections <= 64
+    assert 2 <= pools <= 64 // 4
+
+
+async def test_calls_one_at_a_time_use_one_connection():
+    async with OpenAICompatServer() as server, make_chat(server) as chat:
+        for i in range(5):
+            assert (await chat.complete([{"role": "user", "content": str(i)}])).text == f"echo: {i}"
+        assert chat._clients_get().pools == 1
+    assert server.connections == 1
+
+
+async def test_a_body_that_is_not_json_names_the_problem_and_is_retried_then_reported():
+    broken = Fail(200, body='{"choices": [', content_type="application/json")
+    with OpenAICompatServer(handler=lambda request: broken) as server:
+        chat = make_chat(server, max_attempts=2)
+        with pytest.raises(LLMUnavailableError, match="not valid JSON") as caught:
+            await chat.complete(MESSAGES)
+        await chat.aclose()
+    assert (caught.value.attempts, caught.value.last_status) == (2, None)
+    assert isinstance(caught.value.__cause__, LLMResponseError)
+    assert caught.value.__cause__.status == 200
+
+
+async def test_an_html_page_is_named_with_its_content_type():
+    with OpenAICompatServer([Fail.html()]) as server:
+        chat = make_chat(server, max_attempts=1)
+        with pytest.raises(LLMUnavailableError, match="not a chat completion but text/html"):
+            await chat.complete(MESSAGES)
+        await chat.aclose()
+
+
+async def test_a_refusal_without_text_says_so():
+    body = completion_body(choices=[{"index": 0, "finish_reason": "stop", "message": {
+        "role": "assistant", "content": None, "refusal": "I cannot help with that"}}])
+    with OpenAICompatServer([Fail(200, body=body)]) as server:
+        chat = make_chat(server)
+        with pytest.raises(LLMResponseError, match="refusal: I cannot help with that"):
+            await chat.complete(MESSAGES)
+        await chat.aclose()
+
+
+async def test_headers_carry_the_key_organization_and_project(monkeypatch):
+    monkeypatch.setenv("OPENAI_ORG_ID", "org-env")
+    monkeypatch.delenv("OPENAI_PROJECT_ID", raising=False)
+    import http.server
+
+    headers_seen: list[dict[str, str]] = []
+    original = http.server.BaseHTTPRequestHandler.parse_request
+
+    def parse_request(self):  # records what every request to the server carried
+        ok = original(self)
+        headers_seen.append(dict(self.headers))
+        return ok
+
+    monkeypatch.setattr(http.server.BaseHTTPRequestHandler, "parse_request", parse_request)
+    with OpenAICompatServer(["a", "b"]) as server:
+        async with OpenAIChat(server.model, base_url=server.base_url, api_key="sk-test",
+                              project="proj-1") as chat:
+            await chat.complete(MESSAGES)
+        async with OpenAIChat(server.model, base_url=server.base_url, api_key="sk-test",
+                              organization="org-arg") as chat:
+            await chat.complete(MESSAGES)
+    first, second = headers_seen
+    assert first["Authorization"] == "Bearer sk-test"
+    assert (first["OpenAI-Organization"], first["OpenAI-Project"]) == ("org-env", "proj-1")
+    assert first["Content-Type"] == "application/json"
+    assert second["OpenAI-Organization"] == "org-arg" and "OpenAI-Project" not in second
+
+
+async def test_a_client_passed_in_answers_like_the_own_client():
+    script = [Fail(429, headers={"Retry-After": "0"}), "via the sdk",
+              Fail(200, body="<html>oops</html>", content_type="text/html"), "again"]
+    with OpenAICompatServer(script) as server:
+        client = openai.AsyncOpenAI(base_url=server.base_url, api_key="k")
+        chat = OpenAIChat(server.model, client=client, max_wait=0.01)
+        await chat.preflight()
+        first = await chat.complete(MESSAGES, max_tokens=64)
+        second = await chat.complete(MESSAGES)
+        await client.close()
+    assert (first.text, second.text) == ("via the sdk", "again")
+    assert (first.usage.input_tokens, first.usage.output_tokens) == (6, 3)
+    assert len(server.requests) == 4
+
+
+async def test_preflight_reports_a_rejected_key_and_a_dead_server():
+    with OpenAICompatServer() as server:
+        chat = make_chat(server)
+        await chat.preflight()  # a server that answers: passes
+        await chat.aclose()
+    dead = OpenAIChat("m", base_url=f"http://127.0.0.1:{closed_port()}/v1")
+    with pytest.raises(ConfigError, match="cannot reach model 'm'.*connection failed"):
+        await dead.preflight()
+    await dead.aclose()
+
+
+def test_import_openai_chat_does_not_import_the_openai_sdk():
+    import subprocess
+    import sys
+
+    code = ("import sys; from redline.llm.openai import OpenAIChat; "
+            "OpenAIChat('m', base_url='http://127.0.0.1:9/v1'); print('openai' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "False"

@@ -129,6 +129,7 @@ class OpenAICompatServer:
         self._lock = threading.Lock()
         self._requests: list[dict[str, Any]] = []
         self._connections: set[socket.socket] = set()
+        self._accepted = 0
         self._closed = False
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
         self._thread = threading.Thread(
@@ -156,6 +157,13 @@ class OpenAICompatServer:
         """The JSON bodies of the chat requests received so far, in order (a copy)."""
         with self._lock:
             return list(self._requests)
+
+    @property
+    def connections(self) -> int:
+        """TCP connections accepted so far (a client that keeps its connections alive
+        opens at most as many as it has requests in flight)."""
+        with self._lock:
+            return self._accepted
 
     def close(self) -> None:
         """Stop serving and drop open connections. Safe to call twice."""
@@ -242,6 +250,7 @@ def _make_handler(server: OpenAICompatServer) -> type[BaseHTTPRequestHandler]:
             super().setup()
             with server._lock:
                 server._connections.add(self.connection)
+                server._accepted += 1
 
         def finish(self) -> None:
             with server._lock:
