@@ -166,7 +166,7 @@ def _specs(opts: dict[str, Any]) -> dict[str, Any]:
     stray = sorted(explicit - _WITH_CONFIG - _SERVER_OPTIONS)
     if stray:
         ctx = click.get_current_context()
-        flags = [p.opts[0] for p in ctx.command.params if p.name in stray]
+        flags = [max(p.opts, key=len) for p in ctx.command.params if p.name in stray]
         raise ConfigError(f"with --config, put {', '.join(flags)} in the file's runs "
                           "(only --upstream, --model, --model-path and --api-key-file apply "
                           "to every run)")

@@ -38,6 +38,7 @@ from redline.serve.protocol import (
     plan_request,
     progress_comment,
     result_error,
+    run_name,
     sse_data,
     stream_chunks,
 )
@@ -178,6 +179,7 @@ class _Server:
         try:
             self.check_auth(request)
             body = await self.read_json(request)
+            label = _label(body, self.runs.names)
             plan = plan_request(body, runs=self.runs.names)
             label = plan.run
             if plan.kind == "passthrough":
@@ -346,6 +348,13 @@ class _Server:
                                                lambda: gate.waiting),
         })
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+def _label(body: Any, runs: list[str]) -> str:
+    """The run a request names, for the metrics (``unknown``: none served)."""
+    model = body.get("model") if isinstance(body, dict) else None
+    name = run_name(model) if isinstance(model, str) else ""
+    return name if name in runs else "unknown"
 
 
 class _Job:
