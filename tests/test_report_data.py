@@ -182,6 +182,22 @@ async def test_a_json_result_and_a_compare_output_are_read(tmp_path: Path) -> No
         ("self-refine", "improves", True, False), ("self-refine", "reflects", True, True)]
 
 
+async def test_a_compare_header_is_read_with_its_settings_under_spec(tmp_path: Path) -> None:
+    # The shape `redline compare` writes: methods, evaluator and max_tokens in "spec".
+    run = await improves()
+    path = tmp_path / "c.jsonl"
+    header = {"redline_compare": 1, "spec": {"methods": {"single": SPEC}, "evaluator": "exact",
+                                             "max_tokens": 6000}}
+    line = {"method": "single", "id": "improves", "correct": True, "draft_correct": None,
+            **run.document(SPEC)}
+    path.write_text(json.dumps(header) + "\n" + json.dumps(line) + "\n")
+    results = load_results(path)
+    assert (results.methods, results.evaluator, results.budget) == (
+        {"single": SPEC}, "exact", {"max_tokens": 6000})
+    assert [(e.method, e.correct, e.draft_correct) for e in results.entries] == [
+        ("single", True, None)]
+
+
 async def test_reading_is_lenient_with_unknown_keys_and_a_torn_last_line(
         tmp_path: Path) -> None:
     run = await improves()

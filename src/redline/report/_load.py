@@ -98,8 +98,7 @@ def load_results(path: str | Path) -> Results:
         whole = json.loads(text)
     except json.JSONDecodeError:
         whole = None
-    if isinstance(whole, dict) and "redline_batch" not in whole \
-            and "redline_compare" not in whole:
+    if isinstance(whole, dict) and "schema_version" in whole:
         result = _result(whole, name, None)
         given = whole.get("settings")
         settings: dict[str, Any] = given if isinstance(given, dict) else {}
@@ -161,9 +160,14 @@ def _read_lines(text: str, name: str) -> Results:
     if "redline_compare" in header:
         for number, value in lines:
             add(number, value, True)
-        methods = header.get("methods")
-        budget = header.get("budget")
-        evaluator = header.get("evaluator")
+        # The methods, evaluator and budget at the top of the header, or in its "spec"
+        # (as `redline compare` writes them, with the matched "max_tokens").
+        spec = header.get("spec") if isinstance(header.get("spec"), dict) else {}
+        methods = header.get("methods", spec.get("methods"))
+        evaluator = header.get("evaluator", spec.get("evaluator"))
+        budget = header.get("budget", spec.get("budget"))
+        if budget is None and spec.get("max_tokens"):
+            budget = {"max_tokens": spec["max_tokens"]}
         return Results(kind="compare", entries=entries, source=name, notes=notes,
                        methods=dict(methods) if isinstance(methods, dict) else {},
                        evaluator=evaluator if evaluator is None else str(evaluator),
