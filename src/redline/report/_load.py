@@ -162,12 +162,13 @@ def _read_lines(text: str, name: str) -> Results:
             add(number, value, True)
         # The methods, evaluator and budget at the top of the header, or in its "spec"
         # (as `redline compare` writes them, with the matched "max_tokens").
-        spec = header.get("spec") if isinstance(header.get("spec"), dict) else {}
-        methods = header.get("methods", spec.get("methods"))
-        evaluator = header.get("evaluator", spec.get("evaluator"))
-        budget = header.get("budget", spec.get("budget"))
-        if budget is None and spec.get("max_tokens"):
-            budget = {"max_tokens": spec["max_tokens"]}
+        given = header.get("spec")
+        inner: dict[str, Any] = given if isinstance(given, dict) else {}
+        methods = header.get("methods", inner.get("methods"))
+        evaluator = header.get("evaluator", inner.get("evaluator"))
+        budget = header.get("budget", inner.get("budget"))
+        if budget is None and inner.get("max_tokens"):
+            budget = {"max_tokens": inner["max_tokens"]}
         return Results(kind="compare", entries=entries, source=name, notes=notes,
                        methods=dict(methods) if isinstance(methods, dict) else {},
                        evaluator=evaluator if evaluator is None else str(evaluator),
