@@ -21,7 +21,8 @@ DOCUMENTED = {
     "Budget", "BudgetExceeded", "Candidate", "ChatModel", "ConfigError", "Critic",
     "CriticError", "Critique", "FeedbackSourceError", "LLMError", "LLMJudge", "Panel",
     "Price", "Progress", "RedlineError", "RefineResult", "Round", "ScoredCandidate", "StopReason",
-    "Task", "Usage", "__version__", "arefine", "build_refine_graph", "critic", "refine",
+    "Task", "Usage", "__version__", "acompare", "arefine", "build_refine_graph", "compare",
+    "critic", "refine",
 }
 
 

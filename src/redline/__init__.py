@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from redline.critics import Critic, LLMJudge, Panel, critic
     from redline.llm import ChatModel
     from redline.workflows import Progress, arefine, build_refine_graph, refine
+    from redline.workflows.compare import acompare, compare
 
 __all__ = [
     "Budget",
@@ -69,13 +70,17 @@ __all__ = [
     "Task",
     "Usage",
     "__version__",
+    "acompare",
     "arefine",
     "build_refine_graph",
+    "compare",
     "critic",
     "refine",
 ]
 
 _LAZY = {
+    "acompare": "redline.workflows.compare",
+    "compare": "redline.workflows.compare",
     "arefine": "redline.workflows",
     "refine": "redline.workflows",
     "build_refine_graph": "redline.workflows",
