@@ -76,10 +76,11 @@ def scatter(points: Sequence[tuple[float, float]], *, title: str, x_label: str,
     parts.append(f'<text class="axis" transform="translate(11 {_PAD_T + ph / 2:.1f}) '
                  f'rotate(-90)" text-anchor="middle">{_text(y_label)}</text>')
     cells = Counter((round(x * 200) / 200, round(y * 200) / 200) for x, y in points)
+    base = 3.0 if len(cells) <= 500 else 1.5  # many dots: small ones, so density shows
     for (x, y), count in sorted(cells.items()):
         kind = "up" if y > x else "down" if y < x else "same"
         cx, cy = at(x, y)
-        r = min(3.0 + 1.5 * math.log2(count), 10.0)
+        r = min(base + 1.5 * math.log2(count), 10.0)
         parts.append(f'<circle class="pt {kind}" cx="{cx:.1f}" cy="{cy:.1f}" r="{r:.1f}">'
                      f'<title>{_num(x)} → {_num(y)}: {count} item'
                      f'{"s" if count != 1 else ""}</title></circle>')
