@@ -58,8 +58,7 @@ def main(argv: list[str] | None = None) -> Any:
 
 
 # The subcommands register themselves on `cli`.
-from redline.cli import _batch, _compare, _critics, _presets, _refine, _rm, _serve  # noqa: E402, F401
-from redline.cli import _report  # noqa: E402, F401
+from redline.cli import _batch, _compare, _critics, _presets, _refine, _report, _rm, _serve  # noqa: E402, F401
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
