@@ -397,7 +397,7 @@ def test_the_scatter_classes_each_point_and_merges_equal_ones() -> None:
     points = plot.all("circle", "pt")
     assert [(sorted(p.classes), p.one("title").text()) for p in points] == [
         (["pt", "up"], "0.2 → 0.9: 2 items"), (["pt", "same"], "0.5 → 0.5: 1 item"),
-        (["pt", "down"], "0.8 → 0.3: 1 item")]
+        (["down", "pt"], "0.8 → 0.3: 1 item")]
     assert float(points[0].attrs["r"]) > float(points[1].attrs["r"])
     assert plot.one("svg").attrs["aria-label"] == "<t>"  # escaped in the source, read back
     assert "<t>" not in svg.scatter([], title="<t>", x_label="x", y_label="y")
