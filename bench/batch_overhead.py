@@ -6,12 +6,18 @@ share the event loop or the GIL with the clients) answers every chat request aft
 time, with ``--calls`` LLM calls per item (a draft, a judge's verdict, a revision):
 
 - **ideal**: ``items * calls * latency / concurrency``, the time the server alone needs;
-- **bare httpx**: an `httpx.AsyncClient` posting the same three requests per item;
+- **raw streams**: the same requests written by hand on kept-alive asyncio streams, no
+  HTTP library: what the server and the event loop allow (the server is not the limit
+  when this side is close to the ideal);
+- **bare httpx**: one `httpx.AsyncClient` (one connection pool) posting the same three
+  requests per item; **bare aiohttp**: one `aiohttp.ClientSession` (with
+  ``--dspy-python``, whose environment has aiohttp);
 - **bare AsyncOpenAI**: ``openai.AsyncOpenAI(max_retries=0)`` making the same calls;
 - **redline**: one `redline.workflows.Runner` (``abatch`` when it exists), `OpenAIChat`,
   an `LLMJudge` and the default reviser, ``Budget(max_rounds=1, max_llm_calls=3)``: the
   draft, its verdict, one revision; the revision's verdict is refused by the budget, so
-  exactly 3 calls per item (checked from each result's usage);
+  exactly 3 calls per item (checked from each result's usage); **redline, before**: the
+  same with the ``src/`` given by ``--before-src`` (an earlier checkout);
 - **DSPy**: ``dspy.Refine(dspy.Predict("question -> answer"), N=2, reward_fn=...,
   threshold=1.0)`` through ``dspy.Parallel(num_threads=concurrency)``: the answer, the
   feedback call (``OfferFeedback``), the second answer; the reward function is plain
@@ -291,9 +297,67 @@ async def side_dspy(base_url: str, items: int, calls: int, concurrency: int,
 SIDES: dict[str, Callable[..., Awaitable[Callable[[int], Awaitable[Any]]]]] = {
     "bare-httpx": side_bare_httpx, "bare-openai": side_bare_openai,
     "redline": side_redline, "dspy": side_dspy}
+async def side_bare_aiohttp(base_url: str, items: int, calls: int, concurrency: int,
+                            ) -> Callable[[int], Awaitable[Any]]:
+    import aiohttp
+
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), headers={
+        "Authorization": "Bearer not-needed"})
+
+    async def item(i: int) -> int:
+        for step in range(calls):
+            body: dict[str, Any] = {"model": "bench-model", "messages": _messages(i, step % 3),
+                                    "max_tokens": 300, "temperature": 0.0}
+            if step % 3 == 1:
+                body["response_format"] = _JSON_FORMAT
+            async with session.post(f"{base_url}/chat/completions", json=body) as response:
+                response.raise_for_status()
+                text = (await response.json())["choices"][0]["message"]["content"]
+        return len(text) and calls
+
+    return lambda n: _pooled(n, concurrency, item)
+
+
+async def side_raw(base_url: str, items: int, calls: int, concurrency: int,
+                   ) -> Callable[[int], Awaitable[Any]]:
+    host, _, rest = base_url.removeprefix("http://").partition("/")
+    address, port = host.split(":")
+    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+
+    async def post(body: bytes) -> bytes:
+        reader, writer = idle.pop() if idle else await asyncio.open_connection(
+            address, int(port))
+        writer.write(b"POST /%s/chat/completions HTTP/1.1\r\nHost: %s\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                     % (rest.encode(), host.encode(), len(body), body))
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length"))
+        data = await reader.readexactly(length)
+        idle.append((reader, writer))
+        return data
+
+    async def item(i: int) -> int:
+        for step in range(calls):
+            body: dict[str, Any] = {"model": "bench-model", "messages": _messages(i, step % 3),
+                                    "max_tokens": 300, "temperature": 0.0}
+            if step % 3 == 1:
+                body["response_format"] = _JSON_FORMAT
+            reply = json.loads(await post(json.dumps(body).encode()))
+            text = reply["choices"][0]["message"]["content"]
+        return len(text) and calls
+
+    return lambda n: _pooled(n, concurrency, item)
+
+
+SIDES["raw"] = side_raw
 SIDES["redline-before"] = side_redline
+SIDES["bare-aiohttp"] = side_bare_aiohttp
 LABELS = {"ideal": "ideal (server latency only)",
-          "redline-before": "redline `Runner`, the code of --before-src", "bare-httpx": "bare `httpx.AsyncClient`",
+          "raw": "raw asyncio streams, no HTTP library (the server's limit)",
+          "redline-before": "redline `Runner`, before (openai SDK inside `OpenAIChat`)",
+          "bare-httpx": "bare `httpx.AsyncClient` (one pool)",
+          "bare-aiohttp": "bare `aiohttp.ClientSession`",
           "bare-openai": "bare `openai.AsyncOpenAI`",
           "redline": "redline `Runner` (OpenAIChat, LLMJudge, Reviser)",
           "dspy": "DSPy `Refine` via `dspy.Parallel`"}
@@ -336,8 +400,8 @@ def main(args: argparse.Namespace) -> None:
     try:
         for repeat in range(args.repeats):
             for side in sides:
-                python = args.dspy_python if side == "dspy" and args.dspy_python \
-                    else sys.executable
+                python = args.dspy_python if side in ("dspy", "bare-aiohttp") and \
+                    args.dspy_python else sys.executable
                 src = args.before_src if side == "redline-before" else "src"
                 cmd = [python, __file__, "--side", side, "--base-url", base_url,
                        "--items", str(args.items), "--calls", str(args.calls),
@@ -392,9 +456,11 @@ if __name__ == "__main__":
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--latency", type=float, default=0.05, help="seconds per request")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--sides", default="bare-httpx,bare-openai,redline,dspy")
+    parser.add_argument("--sides",
+                        default="raw,bare-httpx,bare-aiohttp,bare-openai,redline,dspy")
     parser.add_argument("--dspy-python", default="",
-                        help="an interpreter with dspy installed (default: this one)")
+                        help="an interpreter with dspy (and aiohttp, which it brings) "
+                             "installed, for the sides dspy and bare-aiohttp")
     parser.add_argument("--before-src", default="",
                         help="the src/ of an earlier checkout: adds the side redline-before")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
