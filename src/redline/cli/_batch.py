@@ -86,7 +86,7 @@ def batch_command(**opts: Any) -> None:
     async def run() -> None:
         try:
             if opts["ray_address"] is not None:
-                from redline.workflows._ray import aray_batch
+                from redline.workflows.ray_batch import aray_batch
 
                 await aray_batch(spec, items, opts["output"], address=opts["ray_address"],
                                  concurrency=opts["concurrency"], resume=opts["resume"],
