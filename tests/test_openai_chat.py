@@ -595,3 +595,19 @@ def test_import_openai_chat_does_not_import_the_openai_sdk():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == "False"
+
+
+async def test_the_environments_proxy_is_used(monkeypatch):
+    """HTTP_PROXY is honoured, as the openai client honoured it: the request for an
+    unreachable host goes to the proxy (here the loopback server, which answers a
+    proxied request for a path it does not serve with a 404)."""
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    with OpenAICompatServer() as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        monkeypatch.setenv("http_proxy", proxy.url)
+        chat = OpenAIChat("m", base_url="http://llm.example.invalid/v1", max_attempts=1)
+        with pytest.raises(LLMError, match="HTTP 404: no route for POST "
+                                           "http://llm.example.invalid/v1/chat/completions"):
+            await chat.complete(MESSAGES)
+        await chat.aclose()
