@@ -438,10 +438,29 @@ async def test_a_server_refusing_the_schema_is_asked_with_weaker_formats_and_rem
         await chat.aclose()
     assert first.text == second.text == '{"score": 2}'
     sent = [r.get("response_format") for r in server.requests]
-    # Refused once, then JSON mode; the second call goes straight to JSON mode.
+    # Refused once, then llama-cpp-python's schema; the second call goes straight there.
     assert sent == [{"type": "json_schema", "json_schema": {
         "name": "verdict", "schema": SCHEMA, "strict": True}},
-        {"type": "json_object"}, {"type": "json_object"}]
+        {"type": "json_object", "schema": SCHEMA}, {"type": "json_object", "schema": SCHEMA}]
+
+
+async def test_llama_cpp_pythons_500_for_an_unknown_format_is_a_refusal_not_an_outage():
+    """llama-cpp-python's server answers OpenAI's json_schema with a 500 naming the field:
+    asked again at once in its own dialect, not retried as an outage."""
+    def handler(request: dict) -> str | Fail:
+        if (request.get("response_format") or {}).get("type") == "json_schema":
+            return Fail(500, body={"error": {"message": "1 validation error: "
+                                   "('body', 'response_format', 'type') Input should be "
+                                   "'text' or 'json_object'"}})
+        return '{"score": 3}'
+
+    with OpenAICompatServer(handler=handler) as server:
+        chat = make_chat(server)
+        assert (await chat.complete(MESSAGES, json_schema=SCHEMA)).text == '{"score": 3}'
+        await chat.aclose()
+    assert [r.get("response_format", {}).get("type") for r in server.requests] == [
+        "json_schema", "json_object"]
+    assert server.requests[1]["response_format"]["schema"] == SCHEMA
 
 
 async def test_a_server_refusing_every_format_is_asked_without_one():

@@ -7,9 +7,10 @@ or the server's ``Retry-After``; when they outlast the retries the call raises
 `LLMUnavailableError`. Other HTTP errors raise `LLMError` at once.
 
 Structured output: `OpenAIChat.structured_format` maps a JSON schema to the server's
-dialect (``schema_dialect``). A server that rejects the format (HTTP 400 or 422) is asked
-again with a weaker one (schema → JSON mode → none), and the instance remembers what
-the server refused once the weaker request succeeded.
+dialect (``schema_dialect``). A server that rejects the format (HTTP 400 or 422, or
+llama-cpp-python's 500 naming ``response_format``) is asked again with a weaker one
+(OpenAI's schema → llama-cpp-python's schema → JSON mode → none), and the instance
+remembers what the server refused once the weaker request succeeded.
 
 Transport: requests go out as JSON through redline's own pooled httpx client
 (`redline.llm._http.ShardedClient`) and answers are read as plain JSON: the openai SDK's
@@ -238,8 +239,16 @@ class OpenAIChat(ChatModel):
         if self._sdk is not None:
             status, content_type, body = await _sdk_post(self._sdk, params)
         else:
-            response = await self._clients_get().request(
-                "POST", self._url, content=json.dumps(params).encode())
+            try:
+                response = await self._clients_get().request(
+                    "POST", self._url, content=json.dumps(params).encode())
+            except StatusFailed as exc:
+                # llama-cpp-python's server answers a response_format it does not know
+                # with a 500 naming the field: a refusal of the format, not an outage.
+                if exc.status == 500 and "response_format" in params \
+                        and b"response_format" in exc.body:
+                    raise StatusFailed(422, exc.headers, exc.body) from exc
+                raise
             status, content_type, body = (response.status_code,
                                           response.headers.get("content-type", ""),
                                           response.content)
@@ -455,8 +464,16 @@ def _format_kind(response_format: dict[str, Any]) -> str:
 
 
 def _weaker_format(response_format: dict[str, Any]) -> dict[str, Any] | None:
-    """The next thing to ask a server that refused `response_format`."""
-    if _format_kind(response_format) in ("json_schema", "json_object+schema"):
+    """The next thing to ask a server that refused `response_format`: OpenAI's schema,
+    then llama-cpp-python's (the schema still constrains the output), then JSON mode,
+    then nothing."""
+    kind = _format_kind(response_format)
+    if kind == "json_schema":
+        schema = (response_format.get("json_schema") or {}).get("schema")
+        if isinstance(schema, dict):
+            return {"type": "json_object", "schema": schema}
+        return {"type": "json_object"}
+    if kind == "json_object+schema":
         return {"type": "json_object"}
     return None
 

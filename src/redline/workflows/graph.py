@@ -125,7 +125,8 @@ def _graph(cfg: RefineConfig) -> StateGraph:
 
     after_decide: Literal["reflect", "revise"] = "reflect" if cfg.reflector else "revise"
 
-    def route(state: RefineState) -> Literal["reflect", "revise", "finalize"]:
+    # async: a sync router would be sent to a worker thread for every decision.
+    async def route(state: RefineState) -> Literal["reflect", "revise", "finalize"]:
         return "finalize" if state.get("stop") else after_decide
 
     async def reflect(state: RefineState) -> Update:
