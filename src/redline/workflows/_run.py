@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal, cast
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict
 
@@ -26,6 +26,8 @@ __all__ = ["Progress", "Runner", "arefine", "interrupted_result", "preflight_run
            "resolve_default"]
 
 log = logging.getLogger("redline.workflows")
+
+T = TypeVar("T")
 
 
 class Progress(BaseModel):
@@ -360,6 +362,21 @@ def _progress(node: str, delta: dict[str, Any], *, before: dict[str, Any],
                     result=after.get("result") or (
                         result_from_state(cast(RefineState, after), threshold)
                         if after.get("task") else None))
+
+
+def blocking(coroutine: Coroutine[Any, Any, T], name: str, async_name: str) -> T:
+    """Run `coroutine` to completion from synchronous code (``asyncio.run``).
+
+    Raises:
+        ConfigError: called inside a running event loop (say to await `async_name`).
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    coroutine.close()
+    raise ConfigError(f"{name}() cannot run inside a running event loop: use "
+                      f"`await {async_name}(...)`")
 
 
 def refine(task: str | Task, config: RefineConfig | None = None, **kwargs: Any

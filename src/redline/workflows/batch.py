@@ -38,7 +38,7 @@ from redline.errors import ConfigError, MissingDependencyError, RedlineError
 from redline.llm import ChatModel
 from redline.types import RefineResult, StopReason, Task, Usage, content_hash
 from redline.workflows._batch_output import BATCH_FORMAT_VERSION, BatchOutput, result_line
-from redline.workflows._run import Runner
+from redline.workflows._run import Runner, blocking
 from redline.workflows.config import RefineConfig, RunSpec
 
 __all__ = ["BATCH_FORMAT_VERSION", "BatchItem", "BatchOutput", "BatchSummary", "abatch",
@@ -363,12 +363,7 @@ async def arun_batch(spec: RunSpec, items: Sequence[BatchItem], out: str | Path,
         ConfigError: a bad output file, checkpoint or spec, or a failed preflight.
         asyncio.CancelledError: cancelled (the finished items' lines are kept).
     """
-    settings = spec.model_dump(mode="json")
-    output = BatchOutput(out, settings, resume=resume)
-    summary = summary if summary is not None else BatchSummary()
-    summary.total = len(items)
-    summary.skipped = sum(item.id in output.done for item in items)
-    summary.failed_before = sum(item.id in output.failed for item in items)
+    output, summary = open_output(spec, items, out, resume=resume, summary=summary)
     if checkpoint is not None and not resume and Path(checkpoint).exists() \
             and Path(checkpoint).stat().st_size > 0:
         raise ConfigError(f"checkpoint {str(checkpoint)!r} exists: add --resume to continue "
@@ -392,6 +387,18 @@ async def arun_batch(spec: RunSpec, items: Sequence[BatchItem], out: str | Path,
         if model is None:
             await config.model.aclose()
     return summary
+
+
+def open_output(spec: RunSpec, items: Sequence[BatchItem], out: str | Path, *,
+                resume: bool, summary: BatchSummary | None) -> tuple[BatchOutput, BatchSummary]:
+    """The batch's output file, checked (nothing written yet), and its summary with what
+    the file already holds counted (a driver of its own, e.g. Ray's, starts here too)."""
+    output = BatchOutput(out, spec.model_dump(mode="json"), resume=resume)
+    summary = summary if summary is not None else BatchSummary()
+    summary.total = len(items)
+    summary.skipped = sum(item.id in output.done for item in items)
+    summary.failed_before = sum(item.id in output.failed for item in items)
+    return output, summary
 
 
 async def _write_all(runner: Runner, spec: RunSpec, items: Sequence[BatchItem],
@@ -437,9 +444,4 @@ def run_batch(spec: RunSpec, items: Sequence[BatchItem], out: str | Path, **kwar
     Raises:
         ConfigError: see `arun_batch`; also when called inside a running event loop.
     """
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(arun_batch(spec, items, out, **kwargs))
-    raise ConfigError("run_batch() cannot run inside a running event loop: use "
-                      "`await arun_batch(...)`")
+    return blocking(arun_batch(spec, items, out, **kwargs), "run_batch", "arun_batch")

@@ -38,7 +38,7 @@ from pydantic import Field
 from redline.errors import ConfigError
 from redline.types import Budget, RefineResult, Task
 from redline.workflows._batch_output import BatchOutput, result_line
-from redline.workflows._run import Runner
+from redline.workflows._run import Runner, blocking
 from redline.workflows.batch import BatchItem, abatch
 from redline.workflows.config import Policy, RunSpec
 
@@ -441,9 +441,4 @@ def compare(items: Sequence[CompareItem], specs: Mapping[str, RunSpec], out: str
     Raises:
         ConfigError: see `acompare`; also when called inside a running event loop.
     """
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(acompare(items, specs, out, **kwargs))
-    raise ConfigError("compare() cannot run inside a running event loop: use "
-                      "`await acompare(...)`")
+    return blocking(acompare(items, specs, out, **kwargs), "compare", "acompare")

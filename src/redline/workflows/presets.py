@@ -236,17 +236,31 @@ def best_of_n(model: ChatModel, critic: CriticsLike | None = None, n: int = 4, *
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ConfigError(f"preset 'best-of-n': n must be a whole number >= 1, got {n!r}")
-    revising = sorted({"revise", "revise_when", "revise_from", "patience"} & set(policy))
-    if revising:
-        raise ConfigError(f"preset 'best-of-n' makes no revisions: {revising[0]} does not "
+    budget = _no_revision("best-of-n", policy, set())
+    return _assemble("best-of-n", policy, fixed={"n": n, "select": select},
+                     model=model, critics=_critics(critic, "best_of_n's critic") or None,
+                     budget=budget)
+
+
+_REVISING = frozenset({"revise", "revise_when", "revise_from", "patience"})
+
+
+def _no_revision(name: str, policy: dict[str, Any], also: set[str]) -> Budget:
+    """The budget of a preset that never revises (`policy` loses its ``budget``).
+
+    Raises:
+        ConfigError: a revision field (or one of `also`) was given, or ``max_rounds``
+            other than 0.
+    """
+    refused = sorted((_REVISING | also) & set(policy))
+    if refused:
+        raise ConfigError(f"preset {name!r} makes no revisions: {refused[0]} does not "
                           "apply; leave it out")
     budget = policy.pop("budget", None) or Budget()
     if "max_rounds" in budget.model_fields_set and budget.max_rounds != 0:
-        raise ConfigError(f"preset 'best-of-n' makes no revisions: max_rounds="
+        raise ConfigError(f"preset {name!r} makes no revisions: max_rounds="
                           f"{budget.max_rounds} does not apply; leave it out")
-    return _assemble("best-of-n", policy, fixed={"n": n, "select": select},
-                     model=model, critics=_critics(critic, "best_of_n's critic") or None,
-                     budget=budget.model_copy(update={"max_rounds": 0}))
+    return budget.model_copy(update={"max_rounds": 0})
 
 
 class _NoCritique(Critic):
@@ -274,17 +288,8 @@ def single(model: ChatModel, **policy: Any) -> RefineConfig:
         **policy: `RefineConfig` policy fields (``temperature``, ``seed``, ``budget``,
             ...); revision fields and ``n`` do not apply.
     """
-    fixed = sorted({"revise", "revise_when", "revise_from", "patience", "n",
-                    "select"} & set(policy))
-    if fixed:
-        raise ConfigError(f"preset 'single' makes one draft: {fixed[0]} does not apply; "
-                          "leave it out")
-    budget = policy.pop("budget", None) or Budget()
-    if "max_rounds" in budget.model_fields_set and budget.max_rounds != 0:
-        raise ConfigError(f"preset 'single' makes no revisions: max_rounds="
-                          f"{budget.max_rounds} does not apply; leave it out")
-    return _assemble("single", policy, model=model, critics=[_NoCritique()],
-                     budget=budget.model_copy(update={"max_rounds": 0}))
+    budget = _no_revision("single", policy, {"n", "select"})
+    return _assemble("single", policy, model=model, critics=[_NoCritique()], budget=budget)
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from typing import Any
 
 from redline.errors import ConfigError, MissingDependencyError
 from redline.types import RefineResult
-from redline.workflows._batch_output import BatchOutput, result_line
+from redline.workflows._batch_output import result_line
 from redline.workflows._run import Runner
 from redline.workflows.config import RunSpec
 
@@ -111,7 +111,7 @@ async def aray_batch(spec: RunSpec, items: Sequence[Any], out: str | Path, *, ad
             any shard is sent), or a Ray address that cannot be reached.
         MissingDependencyError: ``ray`` is not installed (``redline[ray]``).
     """
-    from redline.workflows.batch import BatchSummary
+    from redline.workflows.batch import open_output
 
     if concurrency < 1:
         raise ConfigError(f"concurrency must be at least 1, got {concurrency}")
@@ -119,12 +119,7 @@ async def aray_batch(spec: RunSpec, items: Sequence[Any], out: str | Path, *, ad
     if size < 1:
         raise ConfigError(f"shard size must be at least 1, got {size}")
     ray = _ray()
-    settings = spec.model_dump(mode="json")
-    output = BatchOutput(out, settings, resume=resume)
-    summary = summary if summary is not None else BatchSummary()
-    summary.total = len(items)
-    summary.skipped = sum(item.id in output.done for item in items)
-    summary.failed_before = sum(item.id in output.failed for item in items)
+    output, summary = open_output(spec, items, out, resume=resume, summary=summary)
     config = spec.build(api_key=api_key)
     try:
         await Runner(config).preflight()  # the driver checks before any shard leaves
