@@ -34,6 +34,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import zlib
 from collections import Counter
@@ -44,6 +45,7 @@ from typing import Any
 VERDICT = json.dumps({"score": 3, "feedback": "Name one concrete example."})
 DRAFT = "The sea is wide, grey and never quite still; it keeps its own time."
 MODEL = "bench-model"
+LOOP = "asyncio"  # the event loop of every redline side and the load generator (--loop)
 
 # -- the upstream ------------------------------------------------------------------------
 
@@ -137,7 +139,10 @@ async def _pooled(n: int, concurrency: int, one: Callable[[int], Any]) -> list[A
     return out
 
 
-async def in_process(base_url: str, n: int, concurrency: int) -> dict[str, Any]:
+async def in_process(base_url: str, n: int, concurrency: int, ceilings: bool = True
+                     ) -> dict[str, Any]:
+    """The same run as the server's, in this process: with ``ceilings``, the budget
+    ceilings ``redline serve`` puts on every run by default (100,000 tokens, 300 s)."""
     from redline import Budget, LLMJudge
     from redline.llm import OpenAIChat
     from redline.serve import RunTable
@@ -146,7 +151,8 @@ async def in_process(base_url: str, n: int, concurrency: int) -> dict[str, Any]:
 
     config = RefineConfig(model=OpenAIChat(MODEL, base_url=base_url), critics=[LLMJudge()],
                           budget=Budget(max_rounds=1, max_llm_calls=3))
-    runs = RunTable({"refine": config})
+    limits = {"token_ceiling": 100_000, "seconds_ceiling": 300.0} if ceilings else {}
+    runs = RunTable({"refine": config}, **limits)
     await runs.preflight()
 
     async def one(i: int) -> int:
@@ -154,41 +160,91 @@ async def in_process(base_url: str, n: int, concurrency: int) -> dict[str, Any]:
         return int(result.usage.llm_calls)
 
     await _pooled(concurrency, concurrency, one)  # warm-up, untimed
+    started, cpu = time.perf_counter(), time.process_time()
+    outcomes = await _pooled(n, concurrency, one)
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    calls = Counter(o for o, _ in outcomes)
+    return {"wall": wall, "cpu": cpu, "latencies": [s for _, s in outcomes],
+            "calls": dict(calls)}
+
+
+async def load(base_url: str, n: int, concurrency: int, warm: bool,
+               client: str = "raw") -> dict[str, Any]:
+    """`n` chat requests, `concurrency` at a time, each answer checked.
+
+    ``client="raw"`` writes HTTP/1.1 by hand on kept-alive asyncio streams (the cheapest
+    client there is: the clients of a real server run on other machines, so the load
+    generator should take as little of these two cores as it can); ``"httpx"`` uses one
+    `httpx.AsyncClient`, which costs ~1.5 ms of CPU a request here.
+    """
+    post = _raw_poster(base_url) if client == "raw" else None
+    if client == "httpx":
+        import httpx
+
+        limits = httpx.Limits(max_connections=concurrency,
+                              max_keepalive_connections=concurrency)
+        http = httpx.AsyncClient(base_url=base_url, limits=limits, timeout=600)
+
+        async def post_httpx(payload: dict[str, Any]) -> tuple[int, Any]:
+            response = await http.post("/chat/completions", json=payload)
+            return response.status_code, response.json()
+        post = post_httpx
+    assert post is not None
+
+    async def one(i: int) -> tuple[int, Any]:
+        try:
+            status, body = await post({"model": "redline/refine",
+                                       "messages": [{"role": "user", "content": _question(i)}]})
+        except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+            return 0, f"{type(exc).__name__}"
+        except Exception as exc:  # httpx's errors, when that client is used
+            return 0, f"{type(exc).__name__}"
+        if status == 200:
+            return 200, body["redline"]["llm_calls"]
+        error = body.get("error") or {}
+        clear = set(error) == {"message", "type", "param", "code"} and error["message"]
+        return status, "clear error" if clear else f"unclear: {body}"
+
+    if warm:
+        await _pooled(concurrency, concurrency, one)
     started = time.perf_counter()
     outcomes = await _pooled(n, concurrency, one)
     wall = time.perf_counter() - started
-    calls = Counter(o for o, _ in outcomes)
-    return {"wall": wall, "latencies": [s for _, s in outcomes], "calls": dict(calls)}
-
-
-async def load(base_url: str, n: int, concurrency: int, warm: bool) -> dict[str, Any]:
-    import httpx
-
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=600) as client:
-
-        async def one(i: int) -> tuple[int, Any]:
-            try:
-                response = await client.post("/chat/completions", json={
-                    "model": "redline/refine",
-                    "messages": [{"role": "user", "content": _question(i)}]})
-            except httpx.HTTPError as exc:
-                return 0, f"{type(exc).__name__}"
-            body = response.json()
-            if response.status_code == 200:
-                return 200, body["redline"]["llm_calls"]
-            error = body.get("error") or {}
-            clear = set(error) == {"message", "type", "param", "code"} and error["message"]
-            return response.status_code, "clear error" if clear else f"unclear: {body}"
-
-        if warm:
-            await _pooled(concurrency, concurrency, one)
-        started = time.perf_counter()
-        outcomes = await _pooled(n, concurrency, one)
-        wall = time.perf_counter() - started
     return {"wall": wall, "latencies": [s for _, s in outcomes],
             "statuses": dict(Counter(o[0] for o, _ in outcomes)),
             "details": dict(Counter(str(o[1]) for o, _ in outcomes))}
+
+
+def _raw_poster(base_url: str) -> Callable[[dict[str, Any]], Any]:
+    """POST JSON to ``{base_url}/chat/completions`` on kept-alive asyncio streams."""
+    host, _, root = base_url.removeprefix("http://").partition("/")
+    address, port = host.split(":")
+    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+
+    async def post(payload: dict[str, Any]) -> tuple[int, Any]:
+        reader, writer = idle.pop() if idle else await asyncio.open_connection(
+            address, int(port))
+        body = json.dumps(payload).encode()
+        writer.write(b"POST /%s/chat/completions HTTP/1.1\r\nHost: %s\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                     % (root.encode(), host.encode(), len(body), body))
+        head = await reader.readuntil(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        status = int(lines[0].split()[1])
+        length = next(int(line.split(b":")[1]) for line in lines
+                      if line.lower().startswith(b"content-length"))
+        data = await reader.readexactly(length)
+        if not any(line.lower() == b"connection: close" for line in lines):
+            idle.append((reader, writer))
+        return status, json.loads(data)
+
+    return post
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def start_serve(base_url: str, concurrency: int) -> tuple[subprocess.Popen[bytes], str, Path]:
@@ -198,7 +254,7 @@ def start_serve(base_url: str, concurrency: int) -> tuple[subprocess.Popen[bytes
         proc = subprocess.Popen(
             [sys.executable, "-m", "redline", "serve", "--port", "0", "--upstream", base_url,
              "--model", MODEL, "--max-rounds", "1", "--max-calls", "3", "--concurrency",
-             str(concurrency), "--queue", "100000"], stderr=err, env=env)
+             str(concurrency), "--queue", "100000", "--loop", LOOP], stderr=err, env=env)
     deadline = time.monotonic() + 120
     while not (found := re.search(r"on (http://\S+/v1)", log.read_text())):
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -216,17 +272,26 @@ def rss_mb(pid: int) -> float:
 
 def child(args: argparse.Namespace) -> None:
     """One side in this (fresh) interpreter; prints its figures as JSON."""
-    if args.side == "inprocess":
-        out = asyncio.run(in_process(args.base_url, args.requests, args.concurrency))
-    else:
-        out = asyncio.run(load(args.base_url, args.requests, args.concurrency, args.warm))
+    factory = None
+    if args.loop == "uvloop":
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        if args.side in ("inprocess", "inprocess-bare"):
+            out = runner.run(in_process(args.base_url, args.requests, args.concurrency,
+                                        ceilings=args.side == "inprocess"))
+        else:
+            out = runner.run(load(args.base_url, args.requests, args.concurrency, args.warm,
+                                  args.client))
     print(json.dumps(out))
 
 
-def run_child(side: str, base_url: str, n: int, concurrency: int, warm: bool = True
-              ) -> dict[str, Any]:
+def run_child(side: str, base_url: str, n: int, concurrency: int, warm: bool = True,
+              client: str = "raw") -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--child", side, "--base-url", base_url,
-           "--requests", str(n), "--concurrency", str(concurrency)]
+           "--requests", str(n), "--concurrency", str(concurrency), "--client", client,
+           "--loop", LOOP]
     out = subprocess.run(cmd + (["--warm"] if warm else []), capture_output=True, text=True)
     if out.returncode:
         raise SystemExit(out.stderr)
@@ -242,47 +307,93 @@ def figures(name: str, out: dict[str, Any], n: int) -> str:
 
 
 def main(args: argparse.Namespace) -> None:
+    if args.repeats:
+        compare(args)
+    if args.soak:
+        soak(args)
+
+
+def compare(args: argparse.Namespace) -> None:
+    """The server against the same run in-process, `args.repeats` times."""
     n, c = args.requests, args.concurrency
     upstream, base_url = start_upstream(args.latency, 0.0)
     try:
         ideal = n * 3 * args.latency / c
         print(f"{n} requests, {c} concurrent, 3 calls each, upstream latency "
               f"{args.latency * 1000:.0f} ms; ideal {ideal:.2f} s\n")
-        print("| side | wall s | req/s | p50 ms | p99 ms |\n|---|---|---|---|---|")
-        walls: dict[str, list[float]] = {"in-process": [], "server": []}
+        print(f"load generator: {args.client} client; event loop: {args.loop}\n")
+        print("| side | wall s | req/s | p50 ms | p99 ms | CPU ms per request |\n"
+              "|---|---|---|---|---|---|")
+        walls: dict[str, list[float]] = {"no ceilings": [], "in-process": [], "server": []}
+        cpus: dict[str, list[float]] = {"in-process": [], "server": []}
         for _ in range(args.repeats):
+            bare = run_child("inprocess-bare", base_url, n, c)
+            assert bare["calls"] == {"3": n}, bare["calls"]
+            walls["no ceilings"].append(bare["wall"])
+            print(figures("in-process, no ceilings", bare, n) + f" {bare['cpu'] / n * 1e3:.1f} |")
             inproc = run_child("inprocess", base_url, n, c)
             assert inproc["calls"] == {"3": n}, inproc["calls"]
             walls["in-process"].append(inproc["wall"])
-            print(figures("in-process (RunTable)", inproc, n))
+            cpus["in-process"].append(inproc["cpu"] / n)
+            print(figures("in-process, the server's ceilings", inproc, n)
+                  + f" {inproc['cpu'] / n * 1e3:.1f} |")
             serve, url, _ = start_serve(base_url, c)
             try:
-                served = run_child("load", url, n, c)
+                run_child("load", url, c, c, warm=False, client=args.client)  # warm-up
+                cpu = cpu_seconds(serve.pid)
+                served = run_child("load", url, n, c, warm=False, client=args.client)
+                cpu = cpu_seconds(serve.pid) - cpu
                 assert served["statuses"] == {"200": n}, served["statuses"]
                 walls["server"].append(served["wall"])
-                print(figures("redline serve + HTTP clients", served, n))
+                cpus["server"].append(cpu / n)
+                print(figures("redline serve + HTTP clients", served, n)
+                      + f" {cpu / n * 1e3:.1f} |")
             finally:
                 serve.terminate()
                 serve.wait()
         ratio = statistics.median(walls["server"]) / statistics.median(walls["in-process"])
-        print(f"\nserver / in-process wall time (median of {args.repeats}): {ratio:.3f} "
+        cpu_ratio = statistics.median(cpus["server"]) / statistics.median(cpus["in-process"])
+        ceil = statistics.median(walls["in-process"]) / statistics.median(walls["no ceilings"])
+        print(f"\nin-process with / without the ceilings, wall time: {ceil:.3f}")
+        print(f"server / in-process wall time (median of {args.repeats}): {ratio:.3f} "
               "(target <= 1.10)")
+        print(f"server process / in-process CPU per request (median of {args.repeats}): "
+              f"{cpu_ratio:.3f}")
     finally:
         upstream.terminate()
-    if not args.soak:
-        return
+
+
+def soak(args: argparse.Namespace) -> None:
+    """`args.soak` requests against an upstream failing `args.fail_rate` of calls."""
+    c = args.concurrency
     upstream, base_url = start_upstream(args.latency, args.fail_rate)
     serve, url, log = start_serve(base_url, c)
     try:
-        run_child("load", url, c, c, warm=False)  # warm-up
+        run_child("load", url, c, c, warm=False, client=args.client)  # warm-up
         before = rss_mb(serve.pid)
-        soak = run_child("load", url, args.soak, c, warm=False)
+        samples: list[float] = []  # the server's RSS every 2 s of the soak
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.wait(2.0):
+                samples.append(rss_mb(serve.pid))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        try:
+            soak = run_child("load", url, args.soak, c, warm=False, client=args.client)
+        finally:
+            done.set()
+            sampler.join()
         after = rss_mb(serve.pid)
         alive = serve.poll() is None
+        tenth = max(1, len(samples) // 10)
         print(f"\nsoak: {args.soak} requests, upstream failing {args.fail_rate:.0%} of calls: "
               f"{soak['wall']:.1f} s, statuses {soak['statuses']}, details "
               f"{dict(sorted(soak['details'].items(), key=lambda kv: -kv[1])[:5])}, "
               f"server alive {alive}, RSS {before:.0f} MB -> {after:.0f} MB")
+        print("server RSS (MB) at each tenth of the soak: "
+              + " ".join(f"{m:.0f}" for m in samples[tenth - 1::tenth]))
         print(figures("soak", soak, args.soak))
     finally:
         serve.terminate()
@@ -296,14 +407,20 @@ if __name__ == "__main__":
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--latency", type=float, default=0.05)
-    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="rounds of the server-vs-in-process comparison (0: none)")
     parser.add_argument("--soak", type=int, default=0, help="requests of the soak (0: none)")
     parser.add_argument("--fail-rate", type=float, default=0.1)
     parser.add_argument("--upstream", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--child", dest="side", help=argparse.SUPPRESS)
     parser.add_argument("--base-url", help=argparse.SUPPRESS)
     parser.add_argument("--warm", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio",
+                        help="the event loop of both redline sides and the load generator")
+    parser.add_argument("--client", choices=("raw", "httpx"), default="raw",
+                        help="the load generator's HTTP client (default: raw asyncio streams)")
     parsed = parser.parse_args()
+    LOOP = parsed.loop
     if parsed.upstream:
         asyncio.run(_serve(parsed.latency, parsed.fail_rate,
                            lambda port: print(port, flush=True)))

@@ -96,6 +96,53 @@ def test_the_cli_runs_through_a_run_spec_and_writes_it_as_settings(
     assert "sk-NOT-WRITTEN" not in out.stdout
 
 
+def test_the_llm_timeout_reaches_the_client_and_is_written_only_when_set(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+    import time
+
+    from click.testing import CliRunner
+
+    from redline.cli import cli
+    from redline.llm import LocalModel
+
+    for var in ("OPENAI_BASE_URL", "OPENAI_API_KEY", "REDLINE_MODEL"):
+        monkeypatch.delenv(var, raising=False)
+    plain = RunSpec(model={"name": "m", "base_url": "http://127.0.0.1:9/v1"})
+    assert "timeout" not in plain.model_dump()["model"]  # older outputs still resume
+    timed = RunSpec(model={"name": "m", "base_url": "http://127.0.0.1:9/v1", "timeout": 600})
+    assert timed.model_dump()["model"]["timeout"] == 600
+    assert RunSpec.model_validate_json(timed.model_dump_json()) == timed
+    assert timed.chat_model(api_key="k").timeout == 600  # type: ignore[attr-defined]
+    assert plain.chat_model(api_key="k").timeout == 120  # type: ignore[attr-defined]
+    local = RunSpec(model={"name": "local", "timeout": 900}).chat_model()
+    assert isinstance(local, LocalModel) and local.timeout == 900
+    with pytest.raises(ConfigError, match="model.timeout: Input should be greater than 0"):
+        RunSpec(model={"timeout": 0})
+
+    # On the command line: a server slower than --llm-timeout is a timeout, retried.
+    slow = threading.Event()
+
+    def reply(request: dict[str, object]) -> str:
+        if not slow.is_set():
+            slow.set()
+            time.sleep(1.5)
+        return '{"score": 10, "feedback": ""}' if request.get("response_format") else "ok"
+
+    with OpenAICompatServer(handler=reply) as server:
+        out = CliRunner().invoke(cli, [
+            "refine", "Q", "--base-url", server.base_url, "--json", "-q",
+            "--llm-timeout", "0.5"])
+        assert out.exit_code == 0, out.output
+        doc = json.loads(out.stdout)
+        assert doc["settings"]["model"]["timeout"] == 0.5
+        # the first draft timed out after 0.5 s and was sent again
+        drafts = [r for r in server.requests if not r.get("response_format")]
+        assert len(drafts) == 2 and doc["best"]["candidate"]["text"] == "ok"
+        out = CliRunner().invoke(cli, ["refine", "Q", "--llm-timeout", "0"])
+        assert out.exit_code == 2 and "--llm-timeout" in out.output
+
+
 def test_sync_refine_takes_a_config_like_arefine() -> None:
     cfg = RefineConfig(model=answers("a", "b"), critics=[score_table(a=0.2, b=1.0)])
     result = redline.refine("Q", cfg, budget=Budget(max_rounds=1))

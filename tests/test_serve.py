@@ -385,3 +385,83 @@ def test_a_bad_config_exits_2(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-m", "redline", "serve", "--config", str(config),
                           "-c", "judge"], capture_output=True, text=True, env=ENV, timeout=120)
     assert out.returncode == 2 and "with --config, put --critic in the file" in out.stderr
+
+
+STUCK_CRITIC = '''
+import asyncio
+
+from redline import critic
+
+def make(arg):
+    """Takes 9 s, and swallows the cancellation that the run's deadline sends."""
+    @critic(name="stuck")
+    async def stuck(text: str) -> float:
+        loop = asyncio.get_running_loop()
+        end = loop.time() + 9
+        while loop.time() < end:
+            try:
+                await asyncio.sleep(end - loop.time())
+            except asyncio.CancelledError:
+                pass
+        return 1.0
+    return stuck
+'''
+
+
+def test_a_run_past_its_timeout_is_504_and_a_wait_past_it_503(
+        upstream: Upstream, tmp_path: Path) -> None:
+    from tests.test_plugins import install_fake
+
+    site = tmp_path / "site"
+    site.mkdir()
+    install_fake(site, "stuck-critic", "stuck_critic", STUCK_CRITIC,
+                 {"stuck": "stuck_critic:make"})
+    server = Serve(["--upstream", upstream.server.base_url, "--model", upstream.server.model,
+                    "-c", "stuck", "--concurrency", "1", "--queue", "1",
+                    "--request-timeout", "1", "--loop", "asyncio"], tmp_path,
+                   env={"PYTHONPATH": str(site)})
+    outcome: dict[str, Any] = {}
+
+    def first() -> None:
+        try:
+            server.client(timeout=60).chat.completions.create(model="redline/refine",
+                                                               messages=QUESTION)
+        except openai.APIStatusError as exc:
+            outcome["first"] = exc
+
+    thread = threading.Thread(target=first)
+    try:
+        thread.start()
+        deadline = time.monotonic() + 30
+        while _active(server) < 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        started = time.monotonic()
+        with pytest.raises(openai.APIStatusError) as info:  # waits 1 s for the slot
+            server.client(timeout=60).chat.completions.create(model="redline/refine",
+                                                               messages=QUESTION)
+        assert time.monotonic() - started < 5
+        assert info.value.status_code == 503
+        assert info.value.body["code"] == "queue_timeout"  # type: ignore[index]
+        assert int(info.value.response.headers["retry-after"]) >= 1
+        thread.join(30)
+        first_error = outcome["first"]
+        assert first_error.status_code == 504  # 1 s + the 5 s grace
+        assert first_error.body["code"] == "timeout"  # type: ignore[index]
+        assert first_error.body["message"] == "the run took longer than 1 s"  # type: ignore[index]
+        # The stuck critic holds its slot until it ends (9 s in), then gives it back.
+        assert _active(server) == 1
+        deadline = time.monotonic() + 30
+        while _active(server) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _active(server) == 0 and server.proc.poll() is None
+        metrics = httpx.get(f"{server.root}/metrics", timeout=10).text
+        assert 'status="504"' in metrics and 'status="503"' in metrics
+    finally:
+        thread.join(30)
+        server.close()
+
+
+
+def _active(server: Serve) -> int:
+    """Chat requests running now, as /healthz says."""
+    return int(httpx.get(f"{server.root}/healthz", timeout=10).json()["active"])

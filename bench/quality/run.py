@@ -51,14 +51,10 @@ def dataset(every: int, path: Path) -> Path:
     return path
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def serve(model: Path, threads: int) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
+def serve(model: Path, threads: int, port: int) -> tuple[subprocess.Popen[bytes], str]:
+    with socket.socket() as s:  # the URL is in the output's settings: keep it stable
+        if s.connect_ex(("127.0.0.1", port)) == 0:
+            raise SystemExit(f"port {port} is in use: pass another --port")
     server = subprocess.Popen(
         [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host",
          "127.0.0.1", "--port", str(port), "--n_ctx", "8192", "--n_threads", str(threads),
@@ -82,18 +78,27 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=12000)
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--port", type=int, default=18431,
+                        help="llama_cpp.server's loopback port (the same on every resume: "
+                             "the server's URL is part of the recorded settings)")
+    parser.add_argument("--llm-timeout", type=float, default=900.0,
+                        help="seconds one call may take: llama_cpp.server answers one "
+                             "request at a time, so parallel drafts wait in its queue")
     parser.add_argument("--extra", default="", help="more redline compare options")
     args = parser.parse_args()
     results = HERE / "results"
     results.mkdir(exist_ok=True)
     data = dataset(args.every, results / f"humaneval-every{args.every}.jsonl")
     gguf = assemble(args.model)
-    server, url = serve(gguf, args.threads)
-    out = results / f"compare-{args.model}-every{args.every}.jsonl"
+    server, url = serve(gguf, args.threads, args.port)
+    # One output per model and method list, whatever --every: a later run with a
+    # smaller --every resumes it and adds only the problems not yet done.
+    out = results / f"compare-{args.model}-{args.methods.replace(',', '+')}.jsonl"
     command = [sys.executable, "-m", "redline", "compare", str(data), "--methods",
                args.methods, "--max-tokens", str(args.max_tokens), "--evaluator", "tests",
                "-c", "tests", "--base-url", url, "--model", args.model, "-o", str(out),
-               "--concurrency", str(args.concurrency), *args.extra.split()]
+               "--concurrency", str(args.concurrency), "--llm-timeout", str(args.llm_timeout),
+               *args.extra.split()]
     if out.exists():
         command.append("--resume")
     print("$", " ".join(command), flush=True)

@@ -80,7 +80,7 @@ def spec_fields(opts: dict[str, Any], budget: Budget) -> dict[str, Any]:
     return {
         "model": {"name": opts["model"], "base_url": opts["base_url"],
                   "model_path": opts["model_path"], "price_in": price_in,
-                  "price_out": price_out},
+                  "price_out": price_out, "timeout": opts["llm_timeout"]},
         "critics": list(opts["critic_specs"]) or ["judge"],
         "critic_settings": {"rm_device": opts["rm_device"],
                             "rm_batch_size": opts["rm_batch_size"]},
@@ -154,6 +154,11 @@ _RUN_OPTIONS = [
                  help="API key; prefer the environment or --api-key-file (a command line is "
                       "visible to every process on the host).  [env: OPENAI_API_KEY]"),
     click.option("--api-key-file", metavar="FILE", help="Read the API key from this file."),
+    click.option("--llm-timeout", type=click.FloatRange(min=0, min_open=True),
+                 metavar="SECONDS",
+                 help="Seconds one LLM call may take, queueing at the server included "
+                      "(default 120; the embedded model 300). Raise it for a slow local "
+                      "server that many loops share."),
     click.option("--model-path", envvar="REDLINE_MODEL_PATH", metavar="GGUF",
                  help="A GGUF file for the embedded llama.cpp model.  [env: REDLINE_MODEL_PATH]"),
     click.option("--rm-device", metavar="DEVICE",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -23,7 +24,7 @@ from redline.errors import ConfigError
 _WITH_CONFIG = {"model", "upstream", "base_url", "api_key_file", "model_path"}
 _SERVER_OPTIONS = {"config_file", "run_name", "host", "port", "concurrency", "queue",
                    "max_body", "request_timeout", "token_ceiling", "api_key", "log_level",
-                   "quiet"}
+                   "loop", "quiet"}
 
 
 def _serve_options(command: Any) -> Any:
@@ -70,6 +71,10 @@ def _serve_options(command: Any) -> Any:
 @click.option("--log-level", type=click.Choice(["warning", "info", "debug"]),
               default="warning", show_default=True,
               help="Server log level (info: one access line per request).")
+@click.option("--loop", type=click.Choice(["auto", "asyncio", "uvloop"]), default="auto",
+              show_default=True,
+              help="The event loop: uvloop (about a tenth less CPU a request) when it is "
+                   "installed (pip install 'redline[serve]'), else asyncio's own.")
 @click.option("-q", "--quiet", is_flag=True, help="Nothing on stderr but errors.")
 def serve_command(**opts: Any) -> None:
     """Serve refine runs over the OpenAI chat-completions API.
@@ -144,10 +149,28 @@ def serve_command(**opts: Any) -> None:
         finally:
             await runs.aclose()
 
-    try:
-        asyncio.run(run())  # errors: the group's boundary (cli/_boundary.py)
+    try:  # errors: the group's boundary (cli/_boundary.py)
+        with asyncio.Runner(loop_factory=_loop_factory(opts["loop"])) as runner:
+            runner.run(run())
     finally:
         sock.close()
+
+
+def _loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop for ``uvloop`` (and ``auto`` when it is installed), else None
+    (asyncio's own)."""
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            from redline.errors import MissingDependencyError
+
+            raise MissingDependencyError("redline serve --loop uvloop (uvloop is missing)",
+                                         "serve") from None
+        return None
+    return uvloop.new_event_loop
 
 
 def _specs(opts: dict[str, Any]) -> dict[str, Any]:

@@ -77,6 +77,8 @@ class LocalModel(ChatModel):
         self._call_locks: PerLoop[asyncio.Lock] = PerLoop(asyncio.Lock)
         self._chat: OpenAIChat | None = None
         self._chat_pid: int | None = None
+        self.timeout = 300.0
+        """Seconds one call may take (CPU generation is slow); set before the first call."""
 
     def __repr__(self) -> str:
         return f"LocalModel({str(self.server.model_path)!r})"
@@ -152,7 +154,7 @@ class LocalModel(ChatModel):
             self.model = self.server.model
         chat = self._chat
         if chat is None or self._chat_pid != self.server.pid:
-            old, chat = chat, self.server.chat()
+            old, chat = chat, self.server.chat(timeout=self.timeout)
             self._chat, self._chat_pid = chat, self.server.pid
             if old is not None:  # the server was started again: close the old connections
                 await old.aclose()

@@ -202,7 +202,7 @@ class _Server:
     async def start(self, plan: ChatPlan) -> _Job:
         """Take a slot and start the run as a task that gives the slot back."""
         entered = await self.gate.enter(self.settings.request_timeout)
-        job = _Job()
+        job = _Job(deadline=time.monotonic() + self.settings.request_timeout + _GRACE)
         on_progress = job.progress if plan.stream else None
         assert plan.task is not None
 
@@ -223,8 +223,14 @@ class _Server:
 
     async def outcome(self, plan: ChatPlan, job: _Job) -> RefineResult:
         """The finished run's result, or the `ApiError` it answers with."""
+        # Waited for, not awaited: a plugin that swallows the cancellation keeps its task
+        # (and its slot) alive, but the request is still answered at the deadline.
+        await asyncio.wait({job.task}, timeout=max(0.0, job.deadline - time.monotonic()))
         try:
-            result = await job.task
+            if not job.task.done():
+                job.task.cancel()  # once more: it may listen this time
+                raise TimeoutError
+            result = job.task.result()
         except TimeoutError:
             raise ApiError(504, f"the run took longer than {self.settings.request_timeout:g} s",
                            type="timeout_error", code="timeout") from None
@@ -248,9 +254,9 @@ class _Server:
         status = 200
         id, created = completion_id(), int(time.time())
         try:
-            while True:
+            while (left := job.deadline - time.monotonic()) > 0:
                 try:
-                    event = await asyncio.wait_for(job.events.get(), _KEEPALIVE)
+                    event = await asyncio.wait_for(job.events.get(), min(_KEEPALIVE, left))
                 except TimeoutError:
                     yield ": keep-alive\n\n"
                     continue
@@ -267,9 +273,9 @@ class _Server:
                     yield sse_data(chunk)
             yield sse_data("[DONE]")
         finally:
-            if not job.task.done():  # the client went away: stop spending on it
+            if not job.task.done():  # the client went away, or the run is past its time
                 job.task.cancel()
-                status = 499
+                status = 499 if status == 200 else status
             self.record(plan.run, status, started)
 
     async def passthrough(self, plan: ChatPlan, body: dict[str, Any]) -> Response:
@@ -360,9 +366,11 @@ def _label(body: Any, runs: list[str]) -> str:
 class _Job:
     """A refine in flight: its task and, when streamed, its progress comments."""
 
-    def __init__(self) -> None:
+    def __init__(self, deadline: float) -> None:
         self.task: asyncio.Task[RefineResult]
         self.events: asyncio.Queue[str | None] = asyncio.Queue()
+        self.deadline = deadline
+        """When the request is answered 504 if the run has not finished (monotonic)."""
 
     def progress(self, progress: Any) -> None:
         comment = progress_comment(progress)

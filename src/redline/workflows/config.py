@@ -193,6 +193,19 @@ class ModelSettings(BaseModel):
     """Dollars per million prompt tokens (with `price_out`: the model's `Price`)."""
     price_out: float | None = Field(default=None, ge=0)
     """Dollars per million completion tokens."""
+    timeout: float | None = Field(default=None, gt=0)
+    """Seconds one attempt of an LLM call may take, waiting in the server's queue
+    included (a timed-out attempt is retried); None: the client's default (120 s, the
+    embedded model 300 s)."""
+
+    @model_serializer(mode="wrap")
+    def _set_timeout_only(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # Written only when set, so outputs written before the field existed still
+        # match their settings on --resume.
+        data = handler(self)
+        if isinstance(data, dict) and data.get("timeout") is None:
+            data.pop("timeout", None)
+        return data
 
 
 class RunSpec(Policy):
@@ -254,6 +267,11 @@ class RunSpec(Policy):
         if m.price_in is not None or m.price_out is not None:
             chat.price = Price(input_per_mtok=m.price_in or 0.0,
                                output_per_mtok=m.price_out or 0.0)
+        if m.timeout is not None:
+            if not hasattr(chat, "timeout"):
+                raise ConfigError(f"an LLM call timeout applies to models reached over "
+                                  f"HTTP, not to {type(chat).__name__}")
+            chat.timeout = m.timeout
         return chat
 
     def build(self, *, api_key: str | None = None, model: ChatModel | None = None
