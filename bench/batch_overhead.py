@@ -355,7 +355,7 @@ SIDES["redline-before"] = side_redline
 SIDES["bare-aiohttp"] = side_bare_aiohttp
 LABELS = {"ideal": "ideal (server latency only)",
           "raw": "raw asyncio streams, no HTTP library (the server's limit)",
-          "redline-before": "redline `Runner`, before (openai SDK inside `OpenAIChat`)",
+          "redline-before": "redline `Runner` at --before-src (an earlier checkout)",
           "bare-httpx": "bare `httpx.AsyncClient` (one pool)",
           "bare-aiohttp": "bare `aiohttp.ClientSession`",
           "bare-openai": "bare `openai.AsyncOpenAI`",

@@ -12,10 +12,10 @@ llama-cpp-python's 500 naming ``response_format``) is asked again with a weaker 
 (OpenAI's schema → llama-cpp-python's schema → JSON mode → none), and the instance
 remembers what the server refused once the weaker request succeeded.
 
-Transport: requests go out as JSON through redline's own pooled httpx client
-(`redline.llm._http.ShardedClient`) and answers are read as plain JSON: the openai SDK's
-request and response machinery cost ~3x the CPU of the call itself under concurrency
-(``bench/batch_overhead.py``). The SDK is used only for a ``client=`` passed in, and is
+Transport: requests go out as JSON through redline's own pooled aiohttp client
+(`redline.llm._http.PooledClient`) and answers are read as plain JSON: the openai SDK's
+request and response machinery cost ~10x the client CPU of the call itself under
+concurrency (``bench/batch_overhead.py``). The SDK is used only for a ``client=`` passed in, and is
 imported only then.
 """
 
@@ -40,7 +40,7 @@ from redline.errors import ConfigError, LLMError, LLMResponseError, LLMUnavailab
 from redline.llm._base import ChatModel, Completion, Message, json_schema_format
 from redline.llm._http import (
     ConnectionFailed,
-    ShardedClient,
+    PooledClient,
     StatusFailed,
     TimedOut,
 )
@@ -134,7 +134,7 @@ class OpenAIChat(ChatModel):
         self._refused_formats: set[str] = set()
         # The owned HTTP client is made per event loop (its connections belong to one
         # loop), and closed when that loop shuts down; a client passed in is the caller's.
-        self._clients: PerLoop[ShardedClient] | None = None
+        self._clients: PerLoop[PooledClient] | None = None
         self._sdk: openai.AsyncOpenAI | None = None
         if client is not None:
             self._sdk = client if client.max_retries == 0 else client.with_options(
@@ -147,7 +147,7 @@ class OpenAIChat(ChatModel):
             self._headers = _headers(
                 key, organization or os.environ.get("OPENAI_ORG_ID") or None,
                 project or os.environ.get("OPENAI_PROJECT_ID") or None)
-            self._clients = PerLoop(self._new_client, close=ShardedClient.aclose)
+            self._clients = PerLoop(self._new_client, close=PooledClient.aclose)
         self._url = f"{self.base_url}/chat/completions"
         # A template: each call runs a copy, since tenacity keeps per-run state on it.
         self._retrying = retrying(transient=_is_transient, headers_of=_headers_of,
@@ -272,10 +272,10 @@ class OpenAIChat(ChatModel):
             f"model {self.model!r} at {self.base_url} sent a malformed response: {problem}",
             status=200)
 
-    def _new_client(self) -> ShardedClient:
-        return ShardedClient(headers=self._headers, timeout=self.timeout)
+    def _new_client(self) -> PooledClient:
+        return PooledClient(headers=self._headers, timeout=self.timeout)
 
-    def _clients_get(self) -> ShardedClient:
+    def _clients_get(self) -> PooledClient:
         """The HTTP client for the running event loop."""
         assert self._clients is not None  # only without an SDK client
         return self._clients.get()
