@@ -56,7 +56,7 @@ def test_readme_mentions_every_public_name() -> None:
 def test_import_redline_does_not_load_heavy_modules() -> None:
     code = ("import sys, redline, redline.types, redline.errors; "
             "print(' '.join(m for m in ('torch', 'transformers', 'langgraph', 'openai', "
-            "'llama_cpp', 'httpx', 'bm25s', 'jsonschema', 'langchain_core') "
+            "'llama_cpp', 'httpx', 'aiohttp', 'bm25s', 'jsonschema', 'langchain_core') "
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
