@@ -54,6 +54,10 @@ def test_presets_list_names_every_method_with_its_paper() -> None:
     (["--memory", "2"], "--memory applies to a preset"),
     (["--no-explain"], "--no-explain applies to a preset"),
     (["--preset", "self-refine", "--rubric", "/nonexistent/rubric.txt"], "rubric file"),
+    (["--preset", "best-of-n", "--reviser-model", "big"], "preset 'best-of-n' does not revise"),
+    (["--preset", "single", "--reviser-model", "big"], "preset 'single' does not revise"),
+    (["--reviser-base-url", "http://127.0.0.1:9/v1"], "--reviser-base-url needs --reviser-model"),
+    (["--reviser-model", "big", "--reviser-base-url", "127.0.0.1:9"], "is not an http(s) URL"),
 ])
 def test_bad_presets_and_combinations_exit_2_with_one_line(args: list[str],
                                                            message: str) -> None:
@@ -122,6 +126,51 @@ def test_self_debug_fixes_a_file_as_documented(tmp_path: Path) -> None:
     doc = json.loads(solution.read_text())
     assert doc["stop_reason"] == "threshold" and "n % 2 == 0" in doc["text"]
     assert doc["rounds"][1]["scored"][0]["candidate"]["explanation"].startswith("Line 9")
+
+
+def prompt_words(request: dict[str, Any]) -> int:
+    """The loopback server's prompt_tokens: the words of every message."""
+    return sum(len(str(m["content"]).split()) for m in request["messages"])
+
+
+def test_a_small_model_drafts_and_a_stronger_one_on_another_server_debugs() -> None:
+    task = textwrap.dedent('''\
+        Write is_even(n).
+
+        ```python
+        def is_even(n):
+            """Return True when n is even.
+
+            >>> is_even(4)
+            True
+            >>> is_even(7)
+            False
+            """
+        ```
+        ''')
+    buggy = "```python\ndef is_even(n):\n    return n % 2 == 1\n```"
+    explained = "It returns n % 2 == 1, True for odd n: is_even(4) is False."
+    fixed = "```python\ndef is_even(n):\n    return n % 2 == 0\n```"
+    fixes = iter([explained, fixed])
+    with OpenAICompatServer(replies=[buggy], model="small") as small, \
+            OpenAICompatServer(handler=lambda r: next(fixes), model="big") as big:
+        out = run("refine", task, "--preset", "self-debug", "-c", "doctest", "--json",
+                  "--base-url", small.base_url, "--model", "small",
+                  "--reviser-model", "big", "--reviser-base-url", big.base_url)
+        drafts, revisions = small.requests, big.requests
+    assert out.exit_code == 0, out.output
+    assert [r["model"] for r in drafts] == ["small"]
+    assert [r["model"] for r in revisions] == ["big", "big"]  # explain, then fix
+    assert "is_even(4)" in revisions[0]["messages"][-1]["content"]
+    doc = json.loads(out.stdout)
+    assert doc["stop_reason"] == "threshold" and "n % 2 == 0" in doc["text"]
+    assert doc["rounds"][1]["scored"][0]["candidate"]["explanation"] == explained
+    usage = doc["usage"]  # both servers' calls
+    assert usage["llm_calls"] == 3
+    assert usage["input_tokens"] == sum(prompt_words(r) for r in drafts + revisions)
+    assert usage["output_tokens"] == sum(len(t.split()) for t in (buggy, explained, fixed))
+    reviser = doc["settings"]["reviser_model"]
+    assert (reviser["name"], reviser["base_url"]) == ("big", big.base_url)
 
 
 def test_a_package_can_ship_a_preset(site: Path) -> None:  # noqa: F811

@@ -166,3 +166,18 @@ def test_rates_and_intervals() -> None:
     assert row.per_item(row.tokens) == 15 and row.per_item(row.calls) == 2
     low, high = wilson(5, 10)
     assert low == pytest.approx(0.2366, abs=1e-3) and high == pytest.approx(0.7634, abs=1e-3)
+
+
+def test_a_reviser_model_goes_to_the_methods_that_revise() -> None:
+    from redline.workflows import RunSpec
+    from redline.workflows.compare import method_specs
+
+    base = RunSpec(model={"name": "small", "base_url": "http://127.0.0.1:9/v1"},
+                   reviser_model={"name": "big", "base_url": "http://127.0.0.1:8/v1"})
+    specs = method_specs(["single", "best-of-n", "self-debug", "reflexion"], base,
+                         max_tokens=1000)
+    assert {m: s.reviser_model and s.reviser_model.name for m, s in specs.items()} == {
+        "single": None, "best-of-n": None, "self-debug": "big", "reflexion": "big"}
+    config = specs["self-debug"].build()
+    assert config.fixer.model.model == "big"  # type: ignore[attr-defined]
+    assert specs["best-of-n"].build().fixer.model.model == "small"  # type: ignore[attr-defined]

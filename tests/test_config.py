@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from conftest import answers, score_table
 from pydantic import ValidationError
+from test_resolve import recorder  # noqa: F401  (the fixture)
 
 import redline
 from redline import Budget, ConfigError, StopReason
@@ -147,3 +149,89 @@ def test_sync_refine_takes_a_config_like_arefine() -> None:
     cfg = RefineConfig(model=answers("a", "b"), critics=[score_table(a=0.2, b=1.0)])
     result = redline.refine("Q", cfg, budget=Budget(max_rounds=1))
     assert result.text == "b" and result.stop_reason is StopReason.threshold
+
+
+def test_a_reviser_model_is_written_only_when_set_and_builds_the_reviser(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from redline.llm import OpenAIChat
+
+    for var in ("OPENAI_BASE_URL", "OPENAI_API_KEY", "REDLINE_MODEL"):
+        monkeypatch.delenv(var, raising=False)
+    small = {"name": "small", "base_url": "http://127.0.0.1:9/v1", "timeout": 600}
+    for preset in (None, "self-debug"):  # older outputs (no such field) still resume
+        plain = RunSpec(model=small, preset=preset)
+        assert "reviser_model" not in plain.model_dump()
+        assert "reviser_model" not in json.loads(plain.model_dump_json())
+    cascade = RunSpec(model=small, reviser_model={"name": "big"}, revise="edit")
+    assert cascade.model_dump()["reviser_model"]["name"] == "big"
+    assert RunSpec.model_validate_json(cascade.model_dump_json()) == cascade
+    config = cascade.build(api_key="k")
+    drafter, fixer = config.model, config.fixer.model
+    assert isinstance(drafter, OpenAIChat) and isinstance(fixer, OpenAIChat)
+    assert (drafter.model, fixer.model) == ("small", "big")
+    # The reviser's unset server and timeout are the model's; the spec's revise mode.
+    assert (fixer.base_url, fixer.timeout, config.fixer.mode) == (
+        "http://127.0.0.1:9/v1", 600, "edit")
+    assert RunSpec(model=small).build(api_key="k").reviser is None  # the model revises
+    elsewhere = RunSpec(model=small, preset="self-refine",
+                        reviser_model={"name": "big", "base_url": "http://127.0.0.1:8/v1"})
+    assert RunSpec.model_validate_json(elsewhere.model_dump_json()) == elsewhere
+    refined = elsewhere.build(api_key="k")
+    assert refined.fixer.model.base_url == "http://127.0.0.1:8/v1"  # type: ignore[attr-defined]
+    assert refined.fixer.model.model == "big"  # type: ignore[attr-defined]
+    assert refined.model.model == "small"  # type: ignore[attr-defined]
+    for preset in ("best-of-n", "single"):
+        with pytest.raises(ConfigError, match=f"preset '{preset}' does not revise"):
+            RunSpec(model=small, preset=preset, reviser_model={"name": "big"}).build()
+
+
+async def test_the_key_goes_to_the_reviser_only_on_the_models_server(
+        monkeypatch: pytest.MonkeyPatch,
+        recorder: tuple[int, list[dict[str, Any]]]) -> None:  # noqa: F811
+    for var in ("OPENAI_BASE_URL", "OPENAI_API_KEY", "REDLINE_MODEL"):
+        monkeypatch.delenv(var, raising=False)
+    port, seen = recorder
+    here, there = f"http://127.0.0.1:{port}/v1", f"http://127.0.0.1:{port}/other/v1"
+    for reviser, key in (({"name": "big"}, "Bearer sk-k"),
+                         ({"name": "big", "base_url": f"{here}/"}, "Bearer sk-k"),
+                         ({"name": "big", "base_url": there}, None)):
+        seen.clear()
+        spec = RunSpec(model={"name": "small", "base_url": here}, reviser_model=reviser)
+        for chat in (spec.chat_model(api_key="sk-k"), spec.reviser_chat_model(api_key="sk-k")):
+            assert chat is not None
+            await chat.complete([{"role": "user", "content": "hi"}])
+            await chat.aclose()
+        assert [s["model"] for s in seen] == ["small", "big"]
+        assert seen[0]["auth"] == "Bearer sk-k"
+        assert (seen[1]["auth"] == key) if key else seen[1]["auth"] != "Bearer sk-k"
+
+
+def test_without_a_preset_the_reviser_model_revises_on_its_server(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from redline.cli import cli
+
+    for var in ("OPENAI_BASE_URL", "OPENAI_API_KEY", "REDLINE_MODEL"):
+        monkeypatch.delenv(var, raising=False)
+
+    def judge_or_draft(request: dict[str, Any]) -> str:
+        if request.get("response_format"):
+            text = request["messages"][-1]["content"]
+            return json.dumps({"score": 10 if "revised" in text else 4, "feedback": "more"})
+        return "a draft"
+
+    with OpenAICompatServer(handler=judge_or_draft, model="small") as small, \
+            OpenAICompatServer(replies=["the revised answer"], model="big") as big:
+        out = CliRunner().invoke(cli, [
+            "refine", "Q", "--json", "-q", "--base-url", small.base_url, "--model", "small",
+            "--reviser-model", "big", "--reviser-base-url", big.base_url,
+            "--max-rounds", "1"])
+        drafts, revisions = small.requests, big.requests
+    assert out.exit_code == 0, out.output
+    doc = json.loads(out.stdout)
+    assert doc["text"] == "the revised answer" and doc["stop_reason"] == "threshold"
+    assert len(drafts) == 3 and {r["model"] for r in drafts} == {"small"}  # draft, 2 judges
+    assert [r["model"] for r in revisions] == ["big"]
+    assert doc["usage"]["llm_calls"] == 4
+    assert doc["settings"]["reviser_model"]["base_url"] == big.base_url

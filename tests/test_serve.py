@@ -387,6 +387,26 @@ def test_a_bad_config_exits_2(tmp_path: Path) -> None:
     assert out.returncode == 2 and "with --config, put --critic in the file" in out.stderr
 
 
+
+def test_config_runs_that_revise_get_the_reviser_model_and_its_preflight(
+        tmp_path: Path) -> None:
+    config = tmp_path / "runs.json"
+    config.write_text(json.dumps({"runs": {"baseline": {"preset": "best-of-n"},
+                                           "fix": {"preset": "self-refine"}}}))
+    with OpenAICompatServer() as upstream:
+        out = subprocess.run([sys.executable, "-m", "redline", "serve", "--port", "0",
+                              "--config", str(config), "--upstream", upstream.base_url,
+                              "--reviser-model", "big",
+                              "--reviser-base-url", "http://127.0.0.1:9/v1"],
+                             capture_output=True, text=True, env=ENV, timeout=120)
+        assert not upstream.requests
+    # best-of-n took no reviser (it would refuse it); self-refine's is preflighted.
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("redline: error: run 'fix':")
+    assert "'big' at http://127.0.0.1:9/v1" in lines[0]
+
+
 STUCK_CRITIC = '''
 import asyncio
 

@@ -5,6 +5,10 @@
     python bench/quality/run.py --model qwen-0.5b --every 8 \\
         --methods single,best-of-n,self-debug,reflexion --max-tokens 12000
 
+With ``--reviser-model qwen-1.5b`` it is a cascade: the ``--model`` drafts and a second
+``llama_cpp.server`` (on ``--reviser-port``) serves the model that revises, for the
+methods that revise (``redline compare --reviser-model``).
+
 It assembles the GGUF (`models.py`), starts ``llama_cpp.server`` on loopback, writes the
 dataset (each problem posed as people pose it: an instruction and the stub in a code
 fence; the hidden tests in ``hidden_tests``, never shown to the loop), and runs ``redline
@@ -28,7 +32,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from models import assemble  # noqa: E402
+from models import MODELS, assemble  # noqa: E402
 
 INSTRUCTION = ("Complete the following Python function. Reply with the whole function, "
                "imports included, in one ```python code block.")
@@ -72,7 +76,9 @@ def serve(model: Path, threads: int, port: int) -> tuple[subprocess.Popen[bytes]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="qwen-0.5b")
+    parser.add_argument("--model", default="qwen-0.5b", choices=sorted(MODELS))
+    parser.add_argument("--reviser-model", choices=sorted(MODELS),
+                        help="a second model that revises (a cascade), on its own server")
     parser.add_argument("--every", type=int, default=1, help="every Nth problem (1: all 164)")
     parser.add_argument("--methods", default="single,best-of-n,self-debug,reflexion")
     parser.add_argument("--max-tokens", type=int, default=12000)
@@ -81,6 +87,9 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=18431,
                         help="llama_cpp.server's loopback port (the same on every resume: "
                              "the server's URL is part of the recorded settings)")
+    parser.add_argument("--reviser-port", type=int, default=18432,
+                        help="the reviser's llama_cpp.server port (with --reviser-model; "
+                             "the same on every resume, as --port)")
     parser.add_argument("--llm-timeout", type=float, default=900.0,
                         help="seconds one call may take: llama_cpp.server answers one "
                              "request at a time, so parallel drafts wait in its queue")
@@ -89,25 +98,39 @@ def main() -> None:
     results = HERE / "results"
     results.mkdir(exist_ok=True)
     data = dataset(args.every, results / f"humaneval-every{args.every}.jsonl")
+    if args.reviser_model is not None and args.reviser_port == args.port:
+        raise SystemExit("--reviser-port must differ from --port")
     gguf = assemble(args.model)
-    server, url = serve(gguf, args.threads, args.port)
-    # One output per model and method list, whatever --every: a later run with a
-    # smaller --every resumes it and adds only the problems not yet done.
-    out = results / f"compare-{args.model}-{args.methods.replace(',', '+')}.jsonl"
-    command = [sys.executable, "-m", "redline", "compare", str(data), "--methods",
-               args.methods, "--max-tokens", str(args.max_tokens), "--evaluator", "tests",
-               "-c", "tests", "--base-url", url, "--model", args.model, "-o", str(out),
-               "--concurrency", str(args.concurrency), "--llm-timeout", str(args.llm_timeout),
-               *args.extra.split()]
-    if out.exists():
-        command.append("--resume")
-    print("$", " ".join(command), flush=True)
+    reviser_gguf = None if args.reviser_model is None else assemble(args.reviser_model)
+    servers = []
     try:
+        server, url = serve(gguf, args.threads, args.port)
+        servers.append(server)
+        cascade: list[str] = []
+        if reviser_gguf is not None:
+            reviser, reviser_url = serve(reviser_gguf, args.threads, args.reviser_port)
+            servers.append(reviser)
+            cascade = ["--reviser-model", args.reviser_model, "--reviser-base-url",
+                       reviser_url]
+        # One output per model (and reviser) and method list, whatever --every: a later
+        # run with a smaller --every resumes it and adds only the problems not yet done.
+        models = args.model if args.reviser_model is None else \
+            f"{args.model}-to-{args.reviser_model}"
+        out = results / f"compare-{models}-{args.methods.replace(',', '+')}.jsonl"
+        command = [sys.executable, "-m", "redline", "compare", str(data), "--methods",
+                   args.methods, "--max-tokens", str(args.max_tokens), "--evaluator", "tests",
+                   "-c", "tests", "--base-url", url, "--model", args.model, *cascade,
+                   "-o", str(out), "--concurrency", str(args.concurrency),
+                   "--llm-timeout", str(args.llm_timeout), *args.extra.split()]
+        if out.exists():
+            command.append("--resume")
+        print("$", " ".join(command), flush=True)
         env = {**os.environ, "OPENAI_API_KEY": "unused"}
         raise SystemExit(subprocess.run(command, env=env).returncode)
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        for server in servers:
+            server.terminate()
+            server.wait(timeout=30)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from redline.workflows import RunSpec
 
 __all__ = ["api_key_from", "check_base_url", "explicit_options", "parse_price", "read_key_file",
-           "run_options", "spec_fields", "spec_from_options"]
+           "reviser_settings", "run_options", "spec_fields", "spec_from_options"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -72,6 +72,22 @@ def parse_price(text: str) -> tuple[float, float]:
     return values[0], values[1]
 
 
+def reviser_settings(opts: dict[str, Any]) -> dict[str, Any] | None:
+    """The reviser's `ModelSettings` fields from --reviser-model and --reviser-base-url
+    (None without them).
+
+    Raises:
+        ConfigError: --reviser-base-url without --reviser-model, or a bad URL.
+    """
+    name, base_url = opts["reviser_model"], opts["reviser_base_url"]
+    if name is None:
+        if base_url is not None:
+            raise ConfigError("--reviser-base-url needs --reviser-model: name the model that "
+                              "revises on that server")
+        return None
+    return {"name": name, "base_url": None if base_url is None else check_base_url(base_url)}
+
+
 def spec_fields(opts: dict[str, Any], budget: Budget) -> dict[str, Any]:
     """The `RunSpec` fields the ``refine`` options describe (no secret among them)."""
     price_in, price_out = parse_price(opts["price"]) if opts["price"] else (None, None)
@@ -81,6 +97,7 @@ def spec_fields(opts: dict[str, Any], budget: Budget) -> dict[str, Any]:
         "model": {"name": opts["model"], "base_url": opts["base_url"],
                   "model_path": opts["model_path"], "price_in": price_in,
                   "price_out": price_out, "timeout": opts["llm_timeout"]},
+        "reviser_model": reviser_settings(opts),
         "critics": list(opts["critic_specs"]) or ["judge"],
         "critic_settings": {"rm_device": opts["rm_device"],
                             "rm_batch_size": opts["rm_batch_size"]},
@@ -150,6 +167,15 @@ _RUN_OPTIONS = [
     click.option("--base-url", metavar="URL",
                  help="An OpenAI-compatible server (vLLM, Ollama, llama.cpp).  "
                       "[env: OPENAI_BASE_URL]"),
+    click.option("--reviser-model", metavar="NAME",
+                 help="A second model that revises (a cascade: --model drafts, this one "
+                      "fixes), on --base-url's server unless --reviser-base-url. Presets "
+                      "that do not revise (best-of-n, single) refuse it; compare and serve "
+                      "--config give it to the methods that revise."),
+    click.option("--reviser-base-url", metavar="URL",
+                 help="The reviser's OpenAI-compatible server (with --reviser-model). "
+                      "The key of --base-url's server (--api-key-file) goes to it only "
+                      "when it is that server; otherwise its key is $OPENAI_API_KEY, if set."),
     click.option("--api-key", metavar="KEY",
                  help="API key; prefer the environment or --api-key-file (a command line is "
                       "visible to every process on the host).  [env: OPENAI_API_KEY]"),

@@ -15,13 +15,15 @@ from redline.cli._options import (
     check_base_url,
     explicit_options,
     read_key_file,
+    reviser_settings,
     run_options,
     spec_from_options,
 )
 from redline.errors import ConfigError
 
 # With --config, the runs are in the file: only these run options may come with it.
-_WITH_CONFIG = {"model", "upstream", "base_url", "api_key_file", "model_path"}
+_WITH_CONFIG = {"model", "upstream", "base_url", "api_key_file", "model_path",
+                "reviser_model", "reviser_base_url"}
 _SERVER_OPTIONS = {"config_file", "run_name", "host", "port", "concurrency", "queue",
                    "max_body", "request_timeout", "token_ceiling", "api_key", "log_level",
                    "loop", "quiet"}
@@ -191,11 +193,14 @@ def _specs(opts: dict[str, Any]) -> dict[str, Any]:
         ctx = click.get_current_context()
         flags = [max(p.opts, key=len) for p in ctx.command.params if p.name in stray]
         raise ConfigError(f"with --config, put {', '.join(flags)} in the file's runs "
-                          "(only --upstream, --model, --model-path and --api-key-file apply "
-                          "to every run)")
+                          "(only --upstream, --model, --model-path, --api-key-file and "
+                          "--reviser-model/--reviser-base-url apply to every run)")
     if opts["run_name"] is not None:
         raise ConfigError("--name names the run of the command line; with --config, runs are "
                           "named by their tables")
+    from redline.workflows import ModelSettings
+
+    reviser = reviser_settings(opts)
     specs = load_specs(opts["config_file"])
     filled = {}
     for name, spec in specs.items():
@@ -203,8 +208,20 @@ def _specs(opts: dict[str, Any]) -> dict[str, Any]:
             k: v for k, v in (("name", opts["model"]), ("base_url", opts["base_url"]),
                               ("model_path", opts["model_path"]))
             if v is not None and getattr(spec.model, k) is None})
-        filled[name] = spec.model_copy(update={"model": model})
+        update: dict[str, Any] = {"model": model}
+        if reviser is not None and _revises(spec):
+            own = spec.reviser_model or ModelSettings()
+            update["reviser_model"] = own.model_copy(update={
+                k: v for k, v in reviser.items() if v is not None and getattr(own, k) is None})
+        filled[name] = spec.model_copy(update=update)
     return filled
+
+
+def _revises(spec: Any) -> bool:
+    """Whether `spec`'s run revises (plain refine, or a preset that takes a reviser)."""
+    from redline.plugins import load_preset
+
+    return spec.preset is None or load_preset(spec.preset).takes_reviser_model
 
 
 def _bind(host: str, port: int) -> socket.socket:

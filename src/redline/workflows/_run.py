@@ -309,13 +309,15 @@ def interrupted_result(progress: Progress | None, task: Task, threshold: float) 
 
 
 async def preflight_run(cfg: RefineConfig) -> None:
-    """Check the model and every critic before a token is spent.
+    """Check the model (and the reviser's, when another) and every critic before a token
+    is spent.
 
     Raises:
         ConfigError: one line on the first thing that cannot work.
     """
+    models = {id(m): m for m in (cfg.model, cfg.fixer.model)}
     try:
-        await gather_all(cfg.model.preflight(), cfg.panel.preflight())
+        await gather_all(*(m.preflight() for m in models.values()), cfg.panel.preflight())
     except ConfigError:
         raise
     except RedlineError as exc:

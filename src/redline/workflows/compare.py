@@ -203,7 +203,8 @@ def method_specs(methods: Sequence[str], base: RunSpec, *, max_tokens: int
     critic of best-of-N, the evaluator of Reflexion, the tests of Self-Debug, the tools
     of CRITIC); the others keep their own. ``single`` ignores ``n`` and the revision
     fields (it is the one-draft baseline); preset options (``memory``, ``explain``,
-    ``rubric``) go to the presets that take them.
+    ``rubric``) go to the presets that take them, and `base`'s reviser model to those
+    that revise (``single`` and ``best-of-n`` run on `base`'s model alone).
 
     Raises:
         ConfigError: no method, an unknown or repeated one, a bad budget.
@@ -230,6 +231,8 @@ def method_specs(methods: Sequence[str], base: RunSpec, *, max_tokens: int
                    "critic_settings": base.critic_settings, "preset": preset.name}
         if "critics" in given and preset.critics_param is not None:
             fields["critics"] = base.critics
+        if base.reviser_model is not None and preset.takes_reviser_model:
+            fields["reviser_model"] = base.reviser_model
         options = {k: v for k, v in base.preset_options.items() if k in preset.options}
         if options:
             fields["preset_options"] = options

@@ -198,6 +198,28 @@ class ModelSettings(BaseModel):
     included (a timed-out attempt is retried); None: the client's default (120 s, the
     embedded model 300 s)."""
 
+    def resolve(self, *, api_key: str | None = None) -> ChatModel:
+        """The chat model these settings select (`redline.llm.resolve_model`, then the
+        price and the timeout); `api_key` is never stored.
+
+        Raises:
+            ConfigError: a model that cannot be made, a timeout for a model that takes
+                none.
+        """
+        from redline.llm import Price, resolve_model
+
+        chat = resolve_model(self.name, base_url=self.base_url, api_key=api_key,
+                             model_path=self.model_path)
+        if self.price_in is not None or self.price_out is not None:
+            chat.price = Price(input_per_mtok=self.price_in or 0.0,
+                               output_per_mtok=self.price_out or 0.0)
+        if self.timeout is not None:
+            if not hasattr(chat, "timeout"):
+                raise ConfigError(f"an LLM call timeout applies to models reached over "
+                                  f"HTTP, not to {type(chat).__name__}")
+            chat.timeout = self.timeout
+        return chat
+
     @model_serializer(mode="wrap")
     def _set_timeout_only(self, handler: SerializerFunctionWrapHandler) -> Any:
         # Written only when set, so outputs written before the field existed still
@@ -235,6 +257,10 @@ class RunSpec(Policy):
     argument, and only the policy fields set explicitly override the preset's."""
     preset_options: dict[str, Any] = Field(default_factory=dict)
     """The preset's own arguments (``memory``, ``explain``, ``rubric``)."""
+    reviser_model: ModelSettings | None = None
+    """A second model that revises (a cascade: `model` drafts, this one fixes); None:
+    `model` revises. Its unset `base_url` and `timeout` are `model`'s; presets that do not
+    revise (``best-of-n``, ``single``) refuse it. Written only when set."""
 
     def __init__(self, **data: Any) -> None:
         try:
@@ -243,13 +269,19 @@ class RunSpec(Policy):
             raise _config_error(exc, "RunSpec") from None
 
     @model_serializer(mode="wrap")
-    def _given_policy_only(self, handler: SerializerFunctionWrapHandler,
+    def _given_fields_only(self, handler: SerializerFunctionWrapHandler,
                            info: SerializationInfo) -> Any:
+        data = handler(self)
+        if not isinstance(data, dict):
+            return data
+        if self.reviser_model is None:
+            # Written only when set, so outputs written before the field existed still
+            # match their settings on --resume.
+            data.pop("reviser_model", None)
+        if self.preset is None:
+            return data
         # With a preset, a policy field left unset means "the preset's value": keep it
         # unset in the JSON, so the spec read back builds the same run.
-        data = handler(self)
-        if self.preset is None or not isinstance(data, dict):
-            return data
         for name in (*Policy.model_fields, "critics"):
             if name not in self.model_fields_set:
                 data.pop(name, None)
@@ -259,28 +291,31 @@ class RunSpec(Policy):
 
     def chat_model(self, *, api_key: str | None = None) -> ChatModel:
         """The chat model these settings select (`api_key` is never stored)."""
-        from redline.llm import Price, resolve_model
+        return self.model.resolve(api_key=api_key)
 
-        m = self.model
-        chat = resolve_model(m.name, base_url=m.base_url, api_key=api_key,
-                             model_path=m.model_path)
-        if m.price_in is not None or m.price_out is not None:
-            chat.price = Price(input_per_mtok=m.price_in or 0.0,
-                               output_per_mtok=m.price_out or 0.0)
-        if m.timeout is not None:
-            if not hasattr(chat, "timeout"):
-                raise ConfigError(f"an LLM call timeout applies to models reached over "
-                                  f"HTTP, not to {type(chat).__name__}")
-            chat.timeout = m.timeout
-        return chat
+    def reviser_chat_model(self, *, api_key: str | None = None) -> ChatModel | None:
+        """The chat model `reviser_model` selects (None without one): its `base_url` and
+        `timeout`, when unset, are the main model's; `api_key` is used only when the
+        reviser is served at the main model's base URL (elsewhere its key comes from the
+        environment, as for any model)."""
+        reviser = self.reviser_model
+        if reviser is None:
+            return None
+        inherited = {name: getattr(self.model, name) for name in ("base_url", "timeout")
+                     if getattr(reviser, name) is None}
+        reviser = reviser.model_copy(update=inherited)
+        server, own = ((s.base_url or "").rstrip("/") for s in (self.model, reviser))
+        return reviser.resolve(api_key=api_key if own == server else None)
 
     def build(self, *, api_key: str | None = None, model: ChatModel | None = None
               ) -> RefineConfig:
         """The `RefineConfig` this spec describes: the model resolved (`model` when
-        given), each critic built through the plugin registry.
+        given), the reviser's model too (see `reviser_chat_model`), each critic built
+        through the plugin registry.
 
         Raises:
-            ConfigError: an unknown critic, a bad argument, a model that cannot be made.
+            ConfigError: an unknown critic, a bad argument, a model that cannot be made,
+                a reviser model with a preset that does not revise.
         """
         from redline.plugins import build_critic, load_preset
 
@@ -288,12 +323,15 @@ class RunSpec(Policy):
         if self.preset is None:
             critics = [build_critic(spec, settings) for spec in self.critics or ["judge"]]
             policy = {name: getattr(self, name) for name in Policy.model_fields}
-            return RefineConfig(model=model or self.chat_model(api_key=api_key),
-                                critics=critics, **policy)
+            chat = model or self.chat_model(api_key=api_key)
+            reviser = self.reviser_chat_model(api_key=api_key)
+            fixer = None if reviser is None else Reviser(reviser, mode=self.revise)
+            return RefineConfig(model=chat, critics=critics, reviser=fixer, **policy)
         preset = load_preset(self.preset)
         given = self.model_fields_set
         critics = [build_critic(spec, settings) for spec in self.critics] \
             if "critics" in given else []
         policy = {name: getattr(self, name) for name in Policy.model_fields if name in given}
         return preset.build(model or self.chat_model(api_key=api_key), critics,
-                            options=self.preset_options, **policy)
+                            options=self.preset_options,
+                            reviser_model=self.reviser_chat_model(api_key=api_key), **policy)

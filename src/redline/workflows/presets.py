@@ -23,6 +23,7 @@ group, so ``redline refine --preset NAME`` finds it and a package can ship its o
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -306,7 +307,8 @@ class Preset:
     name: str
     """The command-line name (``self-debug``)."""
     function: Callable[..., RefineConfig]
-    """The preset function: the chat model first, keywords for the rest."""
+    """The preset function: the chat model first, keywords for the rest (a preset that
+    revises takes ``reviser_model``: the model that revises, when another)."""
     summary: str
     """One line: what the method does."""
     paper: str
@@ -320,19 +322,28 @@ class Preset:
     """Other function arguments the command line may set (``memory``, ``explain``,
     ``rubric``)."""
 
+    @property
+    def takes_reviser_model(self) -> bool:
+        """Whether the function takes a ``reviser_model`` (the presets that revise do;
+        ``best-of-n`` and ``single`` do not)."""
+        return "reviser_model" in inspect.signature(self.function).parameters
+
     def build(self, model: ChatModel, critics: Sequence[Critic] = (), *,
-              options: Mapping[str, Any] | None = None, **policy: Any) -> RefineConfig:
+              options: Mapping[str, Any] | None = None,
+              reviser_model: ChatModel | None = None, **policy: Any) -> RefineConfig:
         """The preset's `RefineConfig` from command-line pieces.
 
         Args:
             model: the chat model.
             critics: the ``--critic`` critics (empty: the preset's default).
             options: preset arguments (only those in `options` are accepted).
+            reviser_model: the model that revises (a cascade); None: `model`.
             **policy: the policy fields the user set.
 
         Raises:
             ConfigError: critics for a preset that makes its own, an option it does not
-                take, or anything the preset function refuses.
+                take, a reviser model for a preset that does not revise, or anything the
+                preset function refuses.
         """
         options = {k: v for k, v in (options or {}).items() if v is not None}
         unknown = sorted(set(options) - self.options)
@@ -346,6 +357,11 @@ class Preset:
                 raise ConfigError(f"preset {self.name!r} makes its own critic ({self.needs}); "
                                   "leave out --critic")
             arguments[self.critics_param] = list(critics)
+        if reviser_model is not None:
+            if not self.takes_reviser_model:
+                raise ConfigError(f"preset {self.name!r} does not revise, so a reviser model "
+                                  "does not apply; leave out --reviser-model")
+            arguments["reviser_model"] = reviser_model
         try:
             return self.function(model, **arguments)
         except TypeError as exc:  # a preset function called with what it does not take
