@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 import time
 from datetime import UTC, datetime, timedelta
@@ -511,6 +512,37 @@ async def test_many_concurrent_calls_reuse_their_connections():
     assert len(server.requests) == 256
     assert 2 <= server.connections <= 64
     assert 2 <= kept <= 64
+
+
+def _sockets_to(port: int) -> int:
+    """This process's open TCP connections to `port` on loopback (from /proc)."""
+    inodes = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    count = 0
+    with open("/proc/net/tcp") as table:
+        for line in list(table)[1:]:
+            fields = line.split()
+            if int(fields[2].split(":")[1], 16) == port and fields[9] in inodes:
+                count += 1
+    return count
+
+
+async def test_aclose_returns_with_the_sockets_closed():
+    """A local server stopped right after its client closed must not find connections
+    still open (it would wait for them): the sockets are gone when aclose returns."""
+    async with OpenAICompatServer() as server:
+        port = int(server.base_url.split(":")[2].split("/")[0])
+        chat = make_chat(server)
+        await asyncio.gather(*(chat.complete(MESSAGES) for _ in range(3)))
+        assert _sockets_to(port) == 3
+        await chat.aclose()
+        assert _sockets_to(port) == 0
 
 
 async def test_calls_one_at_a_time_use_one_connection():

@@ -170,7 +170,7 @@ class PooledClient:
         """Close the pool's connections."""
         session, self._session = self._session, None
         if session is not None:
-            await session.close()
+            await session.close()  # returns when the sockets are closed (a test checks)
 
 
 def _timeout(seconds: float | None) -> aiohttp.ClientTimeout:

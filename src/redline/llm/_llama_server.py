@@ -41,7 +41,7 @@ _MODEL_PATH_ENV = "REDLINE_MODEL_PATH"
 
 _DEFAULT_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _POLL_INTERVAL = 0.1
-_STOP_GRACE = 5.0
+_STOP_GRACE = 1.0  # seconds for the server to exit after SIGTERM before SIGKILL
 _EXIT_GRACE = 2.0
 _PORT_ATTEMPTS = 3
 _LOG_TAIL_LINES = 30
@@ -407,8 +407,10 @@ class LocalServer:
         try:
             proc.wait(_STOP_GRACE)
         except subprocess.TimeoutExpired:
-            _log.warning("llama.cpp server %d ignored SIGTERM for %g s; killing it",
-                         proc.pid, _STOP_GRACE)
+            # uvicorn finishes the requests in flight before it exits: a generation
+            # whose caller went away (a cancelled call) that nobody will read.
+            _log.info("llama.cpp server %d still busy %g s after SIGTERM (a generation "
+                      "nobody waits for); killing it", proc.pid, _STOP_GRACE)
             _signal_group(proc, signal.SIGKILL)
             proc.wait()
 
