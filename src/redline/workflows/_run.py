@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict
 
-from redline._aio import gather_all, run_sync
+from redline._aio import run_sync
 from redline.critics.human import PAYLOAD_KIND, HumanCritic, read_verdict
 from redline.errors import ConfigError, HumanInputNeeded, RedlineError
 from redline.llm import ChatModel
@@ -316,12 +316,16 @@ async def preflight_run(cfg: RefineConfig) -> None:
         ConfigError: one line on the first thing that cannot work.
     """
     models = {id(m): m for m in (cfg.model, cfg.fixer.model)}
-    try:
-        await gather_all(*(m.preflight() for m in models.values()), cfg.panel.preflight())
-    except ConfigError:
-        raise
-    except RedlineError as exc:
-        raise ConfigError(str(exc)) from exc
+    # All checked at once, but the failure reported does not depend on which check
+    # ends first: the critics' (a missing compiler), then the models'.
+    checks = [cfg.panel.preflight(), *(m.preflight() for m in models.values())]
+    for outcome in await asyncio.gather(*checks, return_exceptions=True):
+        if isinstance(outcome, ConfigError):
+            raise outcome
+        if isinstance(outcome, RedlineError):
+            raise ConfigError(str(outcome)) from outcome
+        if isinstance(outcome, BaseException):
+            raise outcome
 
 
 _DEFAULT_MODELS: dict[str, ChatModel] = {}
