@@ -1,8 +1,9 @@
 """bench/quality/dspy_peer.py (DSPy's Refine as the quality benchmark's peer) against a
 scripted loopback server: the counts, the draft, the hidden tests kept hidden, resume.
 
-Skipped without DSPy, which is no redline dependency; run it with a Python that has it:
-``/tmp/dspyenv/bin/python -m pytest -q tests/test_dspy_peer.py``.
+DSPy is no redline dependency, so this test lives with the benchmark, outside the test
+suite (whose CI fails on a skip); run it with a Python that has DSPy:
+``/tmp/dspyenv/bin/python -m pytest -q bench/quality/test_dspy_peer.py``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ pytest.importorskip("dspy")
 
 from redline.testing import OpenAICompatServer  # noqa: E402
 
-SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "quality" / "dspy_peer.py"
+SCRIPT = Path(__file__).resolve().parent / "dspy_peer.py"
 INSTRUCTION = ("Complete the following Python function. Reply with the whole function, "
                "imports included, in one ```python code block.")
 HIDDEN = "HIDDEN-CHECK"  # in every hidden test; must reach no request
