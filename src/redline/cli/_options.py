@@ -180,8 +180,7 @@ _RUN_OPTIONS = [
                  help="API key; prefer the environment or --api-key-file (a command line is "
                       "visible to every process on the host).  [env: OPENAI_API_KEY]"),
     click.option("--api-key-file", metavar="FILE", help="Read the API key from this file."),
-    click.option("--llm-timeout", type=click.FloatRange(min=0, min_open=True),
-                 metavar="SECONDS",
+    click.option("--llm-timeout", type=float, metavar="SECONDS",
                  help="Seconds one LLM call may take, queueing at the server included "
                       "(default 120; the embedded model 300). Raise it for a slow local "
                       "server that many loops share."),
@@ -281,7 +280,8 @@ def _preset_fields(opts: dict[str, Any], fields: dict[str, Any],
 def _budget(opts: dict[str, Any], explicit: set[str], *, only_given: bool = False
             ) -> Budget:
     for flag, key in (("--threshold", "threshold"), ("--max-seconds", "max_seconds"),
-                      ("--max-cost", "max_cost"), ("--temperature", "temperature")):
+                      ("--max-cost", "max_cost"), ("--temperature", "temperature"),
+                      ("--llm-timeout", "llm_timeout")):
         value = opts[key]
         if value is not None and not math.isfinite(value):
             raise ConfigError(f"{flag} must be a finite number, got {value}")
@@ -294,7 +294,8 @@ def _budget(opts: dict[str, Any], explicit: set[str], *, only_given: bool = Fals
     for flag, value, low in checks:
         if value is not None and value < low:
             raise ConfigError(f"{flag} must be at least {low}, got {value}")
-    for flag, key in (("--max-seconds", "max_seconds"), ("--max-cost", "max_cost")):
+    for flag, key in (("--max-seconds", "max_seconds"), ("--max-cost", "max_cost"),
+                      ("--llm-timeout", "llm_timeout")):
         if opts[key] is not None and opts[key] <= 0:
             raise ConfigError(f"{flag} must be positive, got {opts[key]:g}")
     if opts["temperature"] is not None and not 0 <= opts["temperature"] <= 2:
