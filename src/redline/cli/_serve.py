@@ -75,7 +75,7 @@ def _serve_options(command: Any) -> Any:
               help="Server log level (info: one access line per request).")
 @click.option("--loop", type=click.Choice(["auto", "asyncio", "uvloop"]), default="auto",
               show_default=True,
-              help="The event loop: uvloop (about a tenth less CPU a request) when it is "
+              help="The event loop: uvloop when it is "
                    "installed (pip install 'redline[serve]'), else asyncio's own.")
 @click.option("-q", "--quiet", is_flag=True, help="Nothing on stderr but errors.")
 def serve_command(**opts: Any) -> None:
