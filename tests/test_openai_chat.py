@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import socket
 import time
@@ -224,6 +225,29 @@ async def test_budget_clamps_max_tokens_sent():
     assert sent["max_tokens"] == 100 - chat.estimate_input_tokens(MESSAGES)
     assert sent["max_tokens"] < 1024
     assert meter.spent.total_tokens == completion.usage.total_tokens
+
+
+async def test_budget_learns_the_models_tokens_per_byte_after_its_first_answer():
+    # The loopback server counts words: this prompt is 6 "tokens" against a byte bound
+    # of ~60. The first call reserves the bound; later ones the densest prompt seen x 1.25.
+    with OpenAICompatServer(["hi", "hi", "hi"]) as server:
+        chat = make_chat(server)
+        bound = chat.estimate_input_tokens(MESSAGES)
+        with Meter(Budget(max_tokens=bound + 10)).active():
+            await chat.complete(MESSAGES, max_tokens=1024)
+        first = server.requests[0]["max_tokens"]
+        assert first == 10  # nothing learned yet: the byte bound is reserved
+        learned = min(bound, math.ceil(bound * (6 / bound) * 1.25) + 16)
+        assert learned < bound
+        with Meter(Budget(max_tokens=bound + 10)).active() as meter:
+            await chat.complete(MESSAGES, max_tokens=1024)
+            # A budget the byte bound could not pass at all now admits the call.
+            with Meter(Budget(max_tokens=bound - 5)).active():
+                await chat.complete(MESSAGES, max_tokens=1024)
+        await chat.aclose()
+    assert server.requests[1]["max_tokens"] == bound + 10 - learned
+    assert server.requests[2]["max_tokens"] == bound - 5 - learned
+    assert meter.spent.input_tokens == 6
 
 
 async def test_budget_refuses_a_call_past_max_llm_calls():

@@ -50,7 +50,7 @@ class Reservation:
     max_tokens: int
     """The call's completion limit, clamped to what the budget leaves."""
     tokens: int
-    """Tokens reserved: the prompt's upper bound plus ``max_tokens``."""
+    """Tokens reserved: the prompt's estimate plus ``max_tokens``."""
     cost: float
     """Dollars reserved for the worst case (0 without a price or a cost limit)."""
 
@@ -58,7 +58,7 @@ class Reservation:
 class Meter:
     """Accounts one run's spending against its budget, checking before every call.
 
-    Concurrent calls reserve their worst case (prompt upper bound + ``max_tokens``) so
+    Concurrent calls reserve their worst case (prompt estimate + ``max_tokens``) so
     that no interleaving can pass a limit; each call's ``max_tokens`` is clamped to what
     is left. The meter also owns the run's time limit: `check_seconds` before work,
     `deadline` around it, one message either way.
@@ -128,7 +128,8 @@ class Meter:
         """Check a call against every limit and reserve its worst case.
 
         Args:
-            prompt_tokens: an upper bound of the call's prompt tokens.
+            prompt_tokens: the call's prompt tokens, estimated from above
+                (`ChatModel.complete` learns each model's tokens per byte).
             max_tokens: the completion limit the caller asked for.
             price: the model's price (None: free or unknown, so no cost is reserved).
 
