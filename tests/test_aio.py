@@ -189,3 +189,49 @@ def test_no_unclosed_connections_at_exit_after_refine_and_arefine() -> None:
     """)
     assert_clean_exit(child)
     assert child.stdout.split() == ["4"]  # one draft per run
+
+
+def test_gc_frozen_freezes_once_for_nested_blocks_and_leaves_a_users_freeze_alone() -> None:
+    import gc
+
+    from redline._aio import gc_frozen
+
+    assert gc.get_freeze_count() == 0
+    with gc_frozen():
+        frozen = gc.get_freeze_count()
+        assert frozen > 0
+        with gc_frozen():
+            assert gc.get_freeze_count() == frozen  # not frozen again
+        assert gc.get_freeze_count() == frozen  # the outer block still holds it
+    assert gc.get_freeze_count() == 0
+    gc.freeze()  # someone else's: not undone by a block
+    try:
+        theirs = gc.get_freeze_count()
+        with gc_frozen():
+            pass
+        assert gc.get_freeze_count() == theirs
+    finally:
+        gc.unfreeze()
+
+
+async def test_gather_all_awaits_one_awaitable_in_place_and_still_cancels_the_rest() -> None:
+    from redline._aio import gather_all
+
+    async def where() -> asyncio.Task[object] | None:
+        return asyncio.current_task()
+
+    [task] = await gather_all(where())
+    assert task is asyncio.current_task()  # no task of its own
+    started: list[str] = []
+
+    async def slow() -> None:
+        started.append("slow")
+        await asyncio.sleep(30)
+
+    async def broken() -> None:
+        await asyncio.sleep(0)
+        raise ValueError("broken")
+
+    with pytest.raises(ValueError, match="broken"):
+        await gather_all(slow(), broken())
+    assert started == ["slow"]

@@ -121,6 +121,24 @@ async def test_items_share_one_preflight_and_respect_the_concurrency() -> None:
     assert {r.task.id: r.text for r in results}["i4"] == "answer to task 4"
 
 
+async def test_the_objects_alive_before_a_batch_are_frozen_out_of_gc_scans_during_it(
+        ) -> None:
+    import gc
+
+    during: list[int] = []
+
+    def frozen_count(text: str) -> float:
+        during.append(gc.get_freeze_count())
+        return 1.0
+
+    runner = Runner(RefineConfig(model=echo(), critics=[frozen_count]))
+    assert gc.get_freeze_count() == 0
+    results = [r async for r in abatch(items(4), runner, concurrency=2)]
+    assert len(results) == 4 and len(during) == 4
+    assert min(during) > 0  # frozen while the items ran
+    assert gc.get_freeze_count() == 0  # and released after
+
+
 async def test_a_failing_item_is_a_result_and_the_others_finish() -> None:
     critic = Watching(broken_for="i2")
     config = RefineConfig(model=echo(), critics=[critic], on_error="raise")

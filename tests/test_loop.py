@@ -1,4 +1,5 @@
-"""The refine loop's logic, on the real LangGraph graph with a scripted model."""
+"""The refine loop's logic with a scripted model (`Runner` walks the graph's nodes;
+tests/test_steps_parity.py holds that walk to LangGraph's own run of them)."""
 
 from __future__ import annotations
 

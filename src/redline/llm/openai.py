@@ -223,7 +223,18 @@ class OpenAIChat(ChatModel):
     async def _send(self, params: dict[str, Any]) -> dict[str, Any]:
         """One call with retries; failures as redline's errors."""
         try:
-            return await self._retrying.copy()(self._attempt, params)
+            try:
+                # Most calls succeed at once: no retry machinery for them (tenacity's
+                # per-call set-up was a tenth of a batch's CPU).
+                return await self._attempt(params)
+            except Exception as exc:
+                replay = [exc]
+
+            async def attempt(params: dict[str, Any]) -> dict[str, Any]:
+                if replay:  # tenacity takes the failed first attempt for its own
+                    raise replay.pop()
+                return await self._attempt(params)
+            return await self._retrying.copy()(attempt, params)
         except RetryError as exc:
             attempts, last = exc.last_attempt.attempt_number, exc.last_attempt.exception()
             status = last.status if isinstance(last, StatusFailed) else None

@@ -17,7 +17,7 @@ from redline.llm import ChatModel
 from redline.types import RefineResult, ScoredCandidate, StopReason, Task, Usage
 from redline.workflows._state import RefineState, best_of, scored_history
 from redline.workflows.config import RefineConfig
-from redline.workflows.graph import RunClock, build_refine_graph, result_from_state
+from redline.workflows.graph import RunClock, _steps, build_refine_graph, result_from_state
 
 if TYPE_CHECKING:
     from langchain_core.runnables import RunnableConfig
@@ -145,6 +145,7 @@ class Runner:
         if checkpointer is None:
             _check_no_pause(config, None)
         self.graph = build_refine_graph(config, checkpointer=checkpointer)
+        self._steps = _steps(config)
         self._checked: asyncio.Task[None] | None = None
 
     async def preflight(self) -> None:
@@ -207,11 +208,27 @@ class Runner:
         # The clock starts with the first step: after imports, model start-up, preflight.
         with RunClock(elapsed_before).active() as clock:
             try:
-                if on_progress is None and checkpointer is None:
-                    # Nothing watches the steps and nothing can pause: the plain call
-                    # (streaming every step's updates and values costs ~13% of the
-                    # loop's CPU under load, bench/batch_overhead.py).
-                    state = await graph.ainvoke(graph_input, run_config)
+                if checkpointer is None:
+                    # Nothing to save and nothing can pause: the same nodes, walked
+                    # directly. LangGraph's per-step machinery (task preparation,
+                    # channels, callbacks) was ~60% of the loop's CPU and bought nothing
+                    # here (bench/batch_overhead.py).
+                    async def walked(node: str, delta: dict[str, Any],
+                                     after: dict[str, Any]) -> None:
+                        nonlocal state
+                        # A step that wrote nothing is not reported (as LangGraph, which
+                        # streams no values for it).
+                        if on_progress is not None and delta:
+                            outcome = on_progress(_progress(node, delta, before=state,
+                                                            after=after,
+                                                            threshold=cfg.threshold))
+                            if asyncio.iscoroutine(outcome):
+                                await outcome
+                        state = after
+
+                    state = await self._steps.run(
+                        {"task": task}, recursion_limit=cfg.recursion_limit,
+                        on_step=walked)
                     return cast("RefineResult", state["result"])
                 # "sync": a step's checkpoint is saved before the next step starts, so a
                 # process killed at any moment resumes after its last finished step.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import operator
-from typing import Annotated, Any, Literal, TypedDict
+from typing import Annotated, Any, Literal, TypedDict, get_origin, get_type_hints
 
 from pydantic import BaseModel, ConfigDict
 
@@ -20,7 +20,7 @@ from redline.types import (
     Usage,
 )
 
-__all__ = ["STATE_TYPES", "RefineState", "Select", "Stop", "best_of", "registered",
+__all__ = ["REDUCERS", "STATE_TYPES", "RefineState", "Select", "Stop", "best_of", "registered",
            "scored_history", "select_best"]
 
 Select = Literal["score", "vote"]
@@ -83,6 +83,13 @@ class RefineState(TypedDict, total=False):
     nodes counts against ``max_seconds`` too, within one process."""
     result: RefineResult
     """Written by the finalize node."""
+
+
+REDUCERS: dict[str, Any] = {
+    key: hint.__metadata__[0]
+    for key, hint in get_type_hints(RefineState, include_extras=True).items()
+    if get_origin(hint) is Annotated}
+"""The reducer of each `RefineState` key that has one (the others keep the last value)."""
 
 
 def scored_history(rounds: list[Round]) -> list[ScoredCandidate]:

@@ -33,6 +33,7 @@ from typing import Any, TypeVar, overload
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from redline._aio import gc_frozen
 from redline._files import read_config_text
 from redline.errors import ConfigError, MissingDependencyError, RedlineError
 from redline.llm import ChatModel
@@ -231,21 +232,22 @@ async def abatch(items: Iterable[BatchItem | Task], config: RefineConfig | Runne
 
     pending = tasks()
     running: set[asyncio.Task[RefineResult]] = set()
-    try:
-        while True:
-            for task in itertools.islice(pending, concurrency - len(running)):
-                running.add(asyncio.create_task(_run_one(runner, task),
-                                                name=f"redline batch item {task.id}"))
-            if not running:
-                return
-            done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-            for finished in done:
-                yield finished.result()
-    finally:
-        for left in running:
-            left.cancel()
-        if running:
-            await asyncio.gather(*running, return_exceptions=True)
+    with gc_frozen():  # the objects alive now are not garbage: not scanned again
+        try:
+            while True:
+                for task in itertools.islice(pending, concurrency - len(running)):
+                    running.add(asyncio.create_task(_run_one(runner, task),
+                                                    name=f"redline batch item {task.id}"))
+                if not running:
+                    return
+                done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                for finished in done:
+                    yield finished.result()
+        finally:
+            for left in running:
+                left.cancel()
+            if running:
+                await asyncio.gather(*running, return_exceptions=True)
 
 
 def _runner(config: RefineConfig | Runner, checkpointer: Any) -> Runner:

@@ -36,6 +36,7 @@ from redline.types import (
     Usage,
 )
 from redline.workflows._state import (
+    REDUCERS,
     RefineState,
     Select,
     Stop,
@@ -46,7 +47,7 @@ from redline.workflows._state import (
 )
 from redline.workflows.config import CriticsArg, RefineConfig
 
-__all__ = ["RunClock", "build_refine_graph", "result_from_state"]
+__all__ = ["RunClock", "Steps", "build_refine_graph", "result_from_state"]
 
 log = logging.getLogger("redline.workflows")
 
@@ -86,7 +87,76 @@ def build_refine_graph(config: RefineConfig | ChatModel, critics: CriticsArg = N
     return _graph(cfg).compile(checkpointer=checkpointer, name=name)
 
 
+Node = Callable[[RefineState], Awaitable[Update]]
+
+
+@dataclass(frozen=True)
+class Steps:
+    """The loop's nodes and edges for one configuration: what `_graph` hands LangGraph
+    and what `Steps.run` walks directly."""
+
+    nodes: dict[str, Node]
+    after: dict[str, str]
+    """The next node of each node with one way out (``decide`` routes)."""
+    route: Callable[[RefineState], Awaitable[str]]
+
+    async def run(self, state: dict[str, Any], *, recursion_limit: int,
+                  on_step: Callable[[str, Update, dict[str, Any]], Awaitable[None]] | None
+                  = None) -> dict[str, Any]:
+        """Run the loop from ``generate`` to ``finalize`` on `state` (``{"task": ...}``)
+        and return the final state, with LangGraph's semantics for this graph (a node
+        sees the state after the last node's update merged through the channels'
+        reducers) and none of its per-step machinery: no checkpoint, no interrupt, no
+        callbacks. `Runner.run` uses it for runs that need none of these; `on_step` gets
+        each node's name, its update and the state after it.
+
+        Raises:
+            GraphRecursionError: more than `recursion_limit` steps (as LangGraph would).
+        """
+        node, steps = "generate", 0
+        while True:
+            steps += 1
+            if steps > recursion_limit:
+                from langgraph.errors import GraphRecursionError
+
+                raise GraphRecursionError(f"Recursion limit of {recursion_limit} reached "
+                                          "without hitting a stop condition")
+            update = await self.nodes[node](cast(RefineState, state))
+            state = _merged(state, update)
+            if on_step is not None:
+                await on_step(node, update, state)
+            if node == "finalize":
+                return state
+            node = await self.route(cast(RefineState, state)) if node == "decide" \
+                else self.after[node]
+
+
+def _merged(state: dict[str, Any], update: Update) -> dict[str, Any]:
+    """`state` with a node's `update` applied as LangGraph's channels apply it: through
+    the key's reducer when it has one and a value already, else the new value."""
+    out = dict(state)
+    for key, value in update.items():
+        reducer = REDUCERS.get(key)
+        out[key] = reducer(out[key], value) if reducer is not None and key in out else value
+    return out
+
+
 def _graph(cfg: RefineConfig) -> StateGraph:
+    steps = _steps(cfg)
+    g = StateGraph(RefineState)
+    for name, node in steps.nodes.items():
+        g.add_node(name, node)  # type: ignore[call-overload]
+    g.add_edge(START, "generate")
+    for name, after in steps.after.items():
+        g.add_edge(name, after)
+    g.add_conditional_edges("decide", steps.route,
+                            ["reflect" if cfg.reflector else "revise", "finalize"])
+    g.add_edge("finalize", END)
+    return g
+
+
+def _steps(cfg: RefineConfig) -> Steps:
+    """The nodes of the loop for `cfg`."""
     drafter, fixer = cfg.drafter, cfg.fixer
     async def generate(state: RefineState) -> Update:
         task = state["task"]
@@ -170,22 +240,14 @@ def _graph(cfg: RefineConfig) -> StateGraph:
         return {"result": result_from_state(done, cfg.threshold, select=cfg.select),
                 "elapsed": elapsed - (state.get("elapsed") or 0.0)}
 
-    g = StateGraph(RefineState)
-    g.add_node("generate", generate)
-    g.add_node("critique", critique)
-    g.add_node("decide", decide)
-    g.add_node("revise", revise)
+    nodes: dict[str, Node] = {"generate": generate, "critique": critique, "decide": decide,
+                              "revise": revise}
+    after = {"generate": "critique", "critique": "decide", "revise": "critique"}
     if cfg.reflector:
-        g.add_node("reflect", reflect)
-        g.add_edge("reflect", "revise")
-    g.add_node("finalize", finalize)
-    g.add_edge(START, "generate")
-    g.add_edge("generate", "critique")
-    g.add_edge("critique", "decide")
-    g.add_conditional_edges("decide", route, [after_decide, "finalize"])
-    g.add_edge("revise", "critique")
-    g.add_edge("finalize", END)
-    return g
+        nodes["reflect"] = reflect
+        after["reflect"] = "revise"
+    nodes["finalize"] = finalize
+    return Steps(nodes=nodes, after=after, route=route)
 
 
 @dataclass
