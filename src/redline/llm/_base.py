@@ -30,7 +30,7 @@ __all__ = [
 ]
 
 _NO_DEADLINE = contextlib.nullcontext()
-_PROMPT_MARGIN = 1.25  # over the densest prompt seen (see ChatModel._prompt_estimate)
+_ESTIMATE_MARGIN = 1.25  # over the densest prompt seen (see ChatModel._prompt_estimate)
 
 
 class Message(TypedDict):
@@ -163,7 +163,7 @@ class ChatModel(ABC):
         density = self._density
         if density is None:
             return bound
-        return min(bound, math.ceil(bound * density * _PROMPT_MARGIN) + 16)
+        return min(bound, math.ceil(bound * density * _ESTIMATE_MARGIN) + 16)
 
     def estimate_input_tokens(self, messages: Sequence[Message]) -> int:
         """An upper bound of the prompt's tokens, used to check budgets before a call.

@@ -94,11 +94,18 @@ def text(name: str) -> str:
     return files(__name__).joinpath(f"{name}.txt").read_text(encoding="utf-8")
 
 
-def _template(prompt: str) -> tuple[str, Template]:
-    """What to call `prompt` in errors, and its template."""
+@cache
+def _template(prompt: str) -> tuple[str, Template, tuple[str, ...]]:
+    """What to call `prompt` in errors, its template and its placeholders (kept: the
+    packaged prompts do not change while the process runs, and a batch renders them
+    thousands of times)."""
     if _NAME.match(prompt):
-        return f"prompt {prompt!r}", _compiled(text(prompt))
-    return "the prompt template", _compiled(prompt)
+        template = _compiled(text(prompt))
+        what = f"prompt {prompt!r}"
+    else:
+        template = _compiled(prompt)
+        what = "the prompt template"
+    return what, template, tuple(template.get_identifiers())
 
 
 @cache
@@ -127,8 +134,8 @@ def render(prompt: str, /, **values: object) -> str:
         ConfigError: an unknown name, an invalid template, or a placeholder without a
             value.
     """
-    what, template = _template(prompt)
-    missing = [k for k in template.get_identifiers() if k not in values]
+    what, template, identifiers = _template(prompt)
+    missing = [k for k in identifiers if k not in values]
     if missing:
         raise ConfigError(f"{what} needs a value for {', '.join('$' + m for m in missing)} "
                           f"(given: {', '.join(sorted(values)) or 'none'})")
@@ -147,8 +154,8 @@ def check(prompt: str, *, allowed: Iterable[str], required: Iterable[str] = ()) 
         ConfigError: an unknown name, an invalid template, a placeholder outside
             `allowed`, or a `required` one missing.
     """
-    what, template = _template(prompt)
-    used = set(template.get_identifiers())
+    what, _, identifiers = _template(prompt)
+    used = set(identifiers)
     allowed = set(allowed)
     unknown = sorted(used - allowed)
     if unknown:
