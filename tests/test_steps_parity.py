@@ -138,8 +138,8 @@ async def test_progress_is_the_same_walked_directly_and_streamed_by_langgraph(
 async def test_the_direct_walk_stops_at_the_recursion_limit_like_langgraph() -> None:
     from langgraph.errors import GraphRecursionError
 
-    from redline.workflows.graph import _steps
+    from redline.workflows.graph import build_steps
 
-    steps = _steps(_converged(answers("a", "b", "c")))
+    steps = build_steps(_converged(answers("a", "b", "c")))
     with pytest.raises(GraphRecursionError):
         await steps.run({"task": Task(prompt="Q")}, recursion_limit=2)

@@ -17,7 +17,12 @@ from redline.llm import ChatModel
 from redline.types import RefineResult, ScoredCandidate, StopReason, Task, Usage
 from redline.workflows._state import RefineState, best_of, scored_history
 from redline.workflows.config import RefineConfig
-from redline.workflows.graph import RunClock, _steps, build_refine_graph, result_from_state
+from redline.workflows.graph import (
+    RunClock,
+    build_refine_graph,
+    build_steps,
+    result_from_state,
+)
 
 if TYPE_CHECKING:
     from langchain_core.runnables import RunnableConfig
@@ -145,7 +150,7 @@ class Runner:
         if checkpointer is None:
             _check_no_pause(config, None)
         self.graph = build_refine_graph(config, checkpointer=checkpointer)
-        self._steps = _steps(config)
+        self._steps = build_steps(config)
         self._checked: asyncio.Task[None] | None = None
 
     async def preflight(self) -> None:

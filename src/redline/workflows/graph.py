@@ -47,7 +47,7 @@ from redline.workflows._state import (
 )
 from redline.workflows.config import CriticsArg, RefineConfig
 
-__all__ = ["RunClock", "Steps", "build_refine_graph", "result_from_state"]
+__all__ = ["RunClock", "Steps", "build_refine_graph", "build_steps", "result_from_state"]
 
 log = logging.getLogger("redline.workflows")
 
@@ -142,7 +142,7 @@ def _merged(state: dict[str, Any], update: Update) -> dict[str, Any]:
 
 
 def _graph(cfg: RefineConfig) -> StateGraph:
-    steps = _steps(cfg)
+    steps = build_steps(cfg)
     g = StateGraph(RefineState)
     for name, node in steps.nodes.items():
         g.add_node(name, node)  # type: ignore[call-overload]
@@ -155,8 +155,9 @@ def _graph(cfg: RefineConfig) -> StateGraph:
     return g
 
 
-def _steps(cfg: RefineConfig) -> Steps:
-    """The nodes of the loop for `cfg`."""
+def build_steps(cfg: RefineConfig) -> Steps:
+    """The loop's nodes and edges for `cfg`: what `build_refine_graph` compiles into a
+    LangGraph graph, and what `Runner` walks itself when a run needs no checkpointer."""
     drafter, fixer = cfg.drafter, cfg.fixer
     async def generate(state: RefineState) -> Update:
         task = state["task"]
