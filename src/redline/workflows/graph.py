@@ -8,6 +8,8 @@ START → generate → critique → decide ─┬→ finalize → END
 `build_refine_graph` closes over the loop's configuration and returns a compiled graph,
 usable alone or as a subgraph, with any checkpointer. The ``reflect`` node exists only
 when the configuration has a reflector (Reflexion, Self-Refine's feedback history).
+`build_steps` gives the same nodes and edges as plain functions; `Runner` walks them
+itself (`Steps.run`) when a run has no checkpointer.
 """
 
 from __future__ import annotations
@@ -96,9 +98,11 @@ class Steps:
     and what `Steps.run` walks directly."""
 
     nodes: dict[str, Node]
+    """Each node by name: an async function of the state returning its update."""
     after: dict[str, str]
     """The next node of each node with one way out (``decide`` routes)."""
     route: Callable[[RefineState], Awaitable[str]]
+    """Where ``decide`` goes: ``finalize`` once a stop is set, else on to revise."""
 
     async def run(self, state: dict[str, Any], *, recursion_limit: int,
                   on_step: Callable[[str, Update, dict[str, Any]], Awaitable[None]] | None
