@@ -686,3 +686,20 @@ async def test_the_environments_proxy_is_used(monkeypatch):
                                            "http://llm.example.invalid/v1/chat/completions"):
             await chat.complete(MESSAGES)
         await chat.aclose()
+
+
+@pytest.mark.parametrize("url", ["http://[::1]:8000/v1", "http://user:pw@localhost:8000/v1",
+                                 "http://127.0.0.1:8000/v1"])
+def test_no_proxy_exempts_loopback_hosts_however_the_url_writes_them(monkeypatch, url):
+    from redline.llm._http import PooledClient
+
+    for name in ("ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.example.invalid:3128")
+    monkeypatch.setenv("http_proxy", "http://proxy.example.invalid:3128")
+    monkeypatch.setenv("NO_PROXY", "::1,localhost,127.0.0.1")
+    monkeypatch.setenv("no_proxy", "::1,localhost,127.0.0.1")
+    client = PooledClient(headers={}, timeout=None)
+    assert client._proxy_for(url) is None
+    assert client._proxy_for("http://llm.example.invalid/v1") == \
+        "http://proxy.example.invalid:3128"

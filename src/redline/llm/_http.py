@@ -25,6 +25,7 @@ answering, queueing included, times out).
 from __future__ import annotations
 
 import ssl
+import urllib.parse
 import urllib.request
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -155,13 +156,12 @@ class PooledClient:
     def _proxy_for(self, url: str) -> str | None:
         """The environment's proxy for `url` (``HTTPS_PROXY``, ``NO_PROXY``, ...), read
         once per scheme and host."""
-        scheme, _, rest = url.partition("://")
-        host = rest.split("/", 1)[0]
-        key = (scheme, host)
+        parts = urllib.parse.urlsplit(url)
+        key = (parts.scheme, parts.netloc)
         if key not in self._proxies:
-            proxy = urllib.request.getproxies().get(scheme)
-            hostname = host.rsplit("@", 1)[-1]
-            if proxy and urllib.request.proxy_bypass(hostname.split(":")[0]):
+            proxy = urllib.request.getproxies().get(parts.scheme)
+            # .hostname: without credentials, port or an IPv6 address's brackets.
+            if proxy and urllib.request.proxy_bypass(parts.hostname or ""):
                 proxy = None
             self._proxies[key] = proxy or None
         return self._proxies[key]
