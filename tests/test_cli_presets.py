@@ -58,6 +58,12 @@ def test_presets_list_names_every_method_with_its_paper() -> None:
     (["--preset", "single", "--reviser-model", "big"], "preset 'single' does not revise"),
     (["--reviser-base-url", "http://127.0.0.1:9/v1"], "--reviser-base-url needs --reviser-model"),
     (["--reviser-model", "big", "--reviser-base-url", "127.0.0.1:9"], "is not an http(s) URL"),
+    (["--reviser-price", "1:2"], "--reviser-price needs --reviser-model"),
+    (["--reviser-model", "big", "--reviser-price", "cheap"], "--reviser-price 'cheap': expected"),
+    (["--reviser-model", "big", "--price", "1:2", "--max-cost", "1"],
+     "--max-cost needs the reviser's price too"),
+    (["--preset", "self-debug", "--reviser-model", "big", "--price", "1:2", "--max-cost", "1"],
+     "--max-cost needs the reviser's price too"),
 ])
 def test_bad_presets_and_combinations_exit_2_with_one_line(args: list[str],
                                                            message: str) -> None:
@@ -171,6 +177,27 @@ def test_a_small_model_drafts_and_a_stronger_one_on_another_server_debugs() -> N
     assert usage["output_tokens"] == sum(len(t.split()) for t in (buggy, explained, fixed))
     reviser = doc["settings"]["reviser_model"]
     assert (reviser["name"], reviser["base_url"]) == ("big", big.base_url)
+
+
+def test_a_cascades_cost_prices_each_models_calls_at_its_own_price() -> None:
+    task = "Fix it.\n\n```python\ndef one():\n    '''\n    >>> one()\n    1\n    '''\n```"
+    buggy = "```python\ndef one():\n    return 2\n```"
+    fixes = iter(["It returns 2, not 1.", "```python\ndef one():\n    return 1\n```"])
+    with OpenAICompatServer(replies=[buggy], model="small") as small, \
+            OpenAICompatServer(handler=lambda r: next(fixes), model="big") as big:
+        out = run("refine", task, "--preset", "self-debug", "-c", "doctest", "--json",
+                  "--base-url", small.base_url, "--model", "small", "--price", "1:2",
+                  "--reviser-model", "big", "--reviser-base-url", big.base_url,
+                  "--reviser-price", "10:20", "--max-cost", "5")
+        drafts, revisions = small.requests, big.requests
+    assert out.exit_code == 0, out.output
+    doc = json.loads(out.stdout)
+    small_cost = sum(prompt_words(r) for r in drafts) * 1 + len(buggy.split()) * 2
+    big_cost = sum(prompt_words(r) for r in revisions) * 10 + sum(
+        len(t.split()) for t in ("It returns 2, not 1.",
+                                 "```python\ndef one():\n    return 1\n```")) * 20
+    assert doc["usage"]["cost_usd"] == pytest.approx((small_cost + big_cost) / 1e6)
+    assert doc["settings"]["reviser_model"]["price_in"] == 10.0
 
 
 def test_a_package_can_ship_a_preset(site: Path) -> None:  # noqa: F811

@@ -56,8 +56,9 @@ def read_key_file(path: str) -> str:
     return lines[0]
 
 
-def parse_price(text: str) -> tuple[float, float]:
-    """``IN:OUT`` dollars per million input and output tokens.
+def parse_price(text: str, *, flag: str = "--price") -> tuple[float, float]:
+    """``IN:OUT`` dollars per million input and output tokens (`flag` names the option
+    in the error).
 
     Raises:
         ConfigError: not two finite numbers >= 0.
@@ -67,7 +68,7 @@ def parse_price(text: str) -> tuple[float, float]:
     except ValueError:
         values = []
     if len(values) != 2 or not all(math.isfinite(v) and v >= 0 for v in values):
-        raise ConfigError(f"--price {text!r}: expected IN:OUT, dollars per million input "
+        raise ConfigError(f"{flag} {text!r}: expected IN:OUT, dollars per million input "
                           "and output tokens, e.g. 0.15:0.60")
     return values[0], values[1]
 
@@ -79,13 +80,19 @@ def reviser_settings(opts: dict[str, Any]) -> dict[str, Any] | None:
     Raises:
         ConfigError: --reviser-base-url without --reviser-model, or a bad URL.
     """
-    name, base_url = opts["reviser_model"], opts["reviser_base_url"]
+    name, base_url, price = (opts["reviser_model"], opts["reviser_base_url"],
+                             opts["reviser_price"])
     if name is None:
-        if base_url is not None:
-            raise ConfigError("--reviser-base-url needs --reviser-model: name the model that "
-                              "revises on that server")
+        for flag, value in (("--reviser-base-url", base_url), ("--reviser-price", price)):
+            if value is not None:
+                raise ConfigError(f"{flag} needs --reviser-model: name the model that "
+                                  "revises")
         return None
-    return {"name": name, "base_url": None if base_url is None else check_base_url(base_url)}
+    settings: dict[str, Any] = {
+        "name": name, "base_url": None if base_url is None else check_base_url(base_url)}
+    if price is not None:
+        settings["price_in"], settings["price_out"] = parse_price(price, flag="--reviser-price")
+    return settings
 
 
 def spec_fields(opts: dict[str, Any], budget: Budget) -> dict[str, Any]:
@@ -176,6 +183,9 @@ _RUN_OPTIONS = [
                  help="The reviser's OpenAI-compatible server (with --reviser-model). "
                       "The key of --base-url's server (--api-key-file) goes to it only "
                       "when it is that server; otherwise its key is $OPENAI_API_KEY, if set."),
+    click.option("--reviser-price", metavar="IN:OUT",
+                 help="The reviser model's price, like --price (needed with --max-cost and "
+                      "--reviser-model)."),
     click.option("--api-key", metavar="KEY",
                  help="API key; prefer the environment or --api-key-file (a command line is "
                       "visible to every process on the host).  [env: OPENAI_API_KEY]"),

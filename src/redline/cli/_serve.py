@@ -23,7 +23,7 @@ from redline.errors import ConfigError
 
 # With --config, the runs are in the file: only these run options may come with it.
 _WITH_CONFIG = {"model", "upstream", "base_url", "api_key_file", "model_path",
-                "reviser_model", "reviser_base_url"}
+                "reviser_model", "reviser_base_url", "reviser_price"}
 _SERVER_OPTIONS = {"config_file", "run_name", "host", "port", "concurrency", "queue",
                    "max_body", "request_timeout", "token_ceiling", "api_key", "log_level",
                    "loop", "quiet"}
@@ -194,7 +194,7 @@ def _specs(opts: dict[str, Any]) -> dict[str, Any]:
         flags = [max(p.opts, key=len) for p in ctx.command.params if p.name in stray]
         raise ConfigError(f"with --config, put {', '.join(flags)} in the file's runs "
                           "(only --upstream, --model, --model-path, --api-key-file and "
-                          "--reviser-model/--reviser-base-url apply to every run)")
+                          "--reviser-model/--reviser-base-url/--reviser-price apply to every run)")
     if opts["run_name"] is not None:
         raise ConfigError("--name names the run of the command line; with --config, runs are "
                           "named by their tables")

@@ -372,9 +372,6 @@ async def arun_batch(spec: RunSpec, items: Sequence[BatchItem], out: str | Path,
                           "the batch it belongs to, or choose another file")
     config = spec.build(api_key=api_key, model=model)
     try:
-        if spec.budget.max_cost_usd is not None and config.model.price is None:
-            raise ConfigError("--max-cost needs the model's price: add --price IN:OUT (dollars "
-                              "per million input:output tokens)")
         if checkpoint is None:
             await _write_all(Runner(config), spec, items, output, concurrency, summary,
                              on_start, on_result)

@@ -315,7 +315,8 @@ class RunSpec(Policy):
 
         Raises:
             ConfigError: an unknown critic, a bad argument, a model that cannot be made,
-                a reviser model with a preset that does not revise.
+                a reviser model with a preset that does not revise, a cost budget with a
+                model (or reviser model) that has no price.
         """
         from redline.plugins import build_critic, load_preset
 
@@ -326,12 +327,27 @@ class RunSpec(Policy):
             chat = model or self.chat_model(api_key=api_key)
             reviser = self.reviser_chat_model(api_key=api_key)
             fixer = None if reviser is None else Reviser(reviser, mode=self.revise)
-            return RefineConfig(model=chat, critics=critics, reviser=fixer, **policy)
+            return self._priced(RefineConfig(model=chat, critics=critics, reviser=fixer,
+                                             **policy))
         preset = load_preset(self.preset)
         given = self.model_fields_set
         critics = [build_critic(spec, settings) for spec in self.critics] \
             if "critics" in given else []
         policy = {name: getattr(self, name) for name in Policy.model_fields if name in given}
-        return preset.build(model or self.chat_model(api_key=api_key), critics,
-                            options=self.preset_options,
-                            reviser_model=self.reviser_chat_model(api_key=api_key), **policy)
+        return self._priced(preset.build(
+            model or self.chat_model(api_key=api_key), critics, options=self.preset_options,
+            reviser_model=self.reviser_chat_model(api_key=api_key), **policy))
+
+    def _priced(self, config: RefineConfig) -> RefineConfig:
+        """`config`, once every model a cost budget would count has a price (a model
+        without one counts as free: the budget would never stop it)."""
+        if self.budget.max_cost_usd is None:
+            return config
+        if config.model.price is None:
+            raise ConfigError("--max-cost needs the model's price: add --price IN:OUT "
+                              "(dollars per million input:output tokens)")
+        if config.fixer.model.price is None:
+            raise ConfigError("--max-cost needs the reviser's price too: add "
+                              "--reviser-price IN:OUT (dollars per million input:output "
+                              "tokens of --reviser-model)")
+        return config
