@@ -26,6 +26,7 @@ from redline.workflows.graph import (
 
 if TYPE_CHECKING:
     from langchain_core.runnables import RunnableConfig
+    from langgraph.graph.state import CompiledStateGraph
 
 __all__ = ["Progress", "Runner", "arefine", "interrupted_result", "preflight_run", "refine",
            "resolve_default"]
@@ -149,9 +150,17 @@ class Runner:
         self.checkpointer = checkpointer
         if checkpointer is None:
             _check_no_pause(config, None)
-        self.graph = build_refine_graph(config, checkpointer=checkpointer)
+        self._graph: CompiledStateGraph | None = None
         self._steps = build_steps(config)
         self._checked: asyncio.Task[None] | None = None
+
+    @property
+    def graph(self) -> CompiledStateGraph:
+        """The compiled LangGraph graph of the runs (compiled on first use, once: runs
+        with a checkpointer use it; runs without one walk the same nodes directly)."""
+        if self._graph is None:
+            self._graph = build_refine_graph(self.config, checkpointer=self.checkpointer)
+        return self._graph
 
     async def preflight(self) -> None:
         """Check the model and every critic, once for the runner's life (when the
@@ -174,7 +183,7 @@ class Runner:
         """Refine one task (see `arefine` for `on_progress`, `resume` and what it
         raises)."""
         task = task if isinstance(task, Task) else Task(prompt=task)
-        cfg, checkpointer, graph = self.config, self.checkpointer, self.graph
+        cfg, checkpointer = self.config, self.checkpointer
         if checkpointer is None and resume is not None:
             _check_no_pause(cfg, resume)
         await self.preflight()
@@ -182,7 +191,9 @@ class Runner:
                                       "recursion_limit": cfg.recursion_limit}
         graph_input: Any = {"task": task}
         elapsed_before = 0.0
+        graph: Any = None
         if checkpointer is not None:
+            graph = self.graph
             snapshot = await graph.aget_state(run_config)
             paused = _pauses(snapshot)
             if paused and resume is None:
