@@ -202,6 +202,46 @@ def test_what_counts_as_a_repeat() -> None:
     assert debugger.repeats(code, reworded) and not reviser.repeats(code, reworded)
 
 
+def test_the_debugger_takes_a_docstring_or_comment_only_change_for_a_repeat() -> None:
+    # Seen on HumanEval with a 0.5B coder: asked to fix a failing doctest, the model
+    # rewrote the docstring's expected value and left the code as it was.
+    debugger = DebugReviser(ScriptedChat())
+    parent = Candidate(text='''```python
+def largest_divisor(n: int) -> int:
+    """The largest divisor of n below n.
+    >>> largest_divisor(15)
+    5
+    """
+    for i in range(2, n):
+        if n % i == 0:
+            return i
+```''')
+    docstring_only = parent.text.replace("    5\n", "    3\n")
+    commented = parent.text.replace("for i in range(2, n):",
+                                    "for i in range(2, n):  # smallest first")
+    for same in (docstring_only, commented):
+        assert debugger.repeats(parent, same), same
+    assert debugger.repeats(parent, parent.text.replace("range(2, n)", "range(2,n)"))
+    # Any change to the code itself is a revision, however small.
+    for changed in (parent.text.replace("range(2, n)", "range(n - 1, 0, -1)"),
+                    parent.text.replace("def largest", "import math\n\ndef largest"),
+                    parent.text.replace("            return i", "            return n // i")):
+        assert not debugger.repeats(parent, changed), changed
+    # Code that does not parse is compared line by line only.
+    broken = Candidate(text="def f(:\n    return 1\n")
+    assert not debugger.repeats(broken, "def f(:\n    return 2\n")
+
+
+async def test_a_docstring_only_fix_is_sampled_again() -> None:
+    docstring_only = BUGGY.replace("def add(a, b):\n", 'def add(a, b):\n    """a - b"""\n')
+    assert docstring_only != BUGGY
+    model = ScriptedChat([BUGGY, docstring_only, GOOD])
+    result = await run(model, DebugReviser(model, explain=False, on_repeat="resample"))
+    assert result.stop_reason is StopReason.threshold
+    assert trajectory(result) == [(0, BUGGY, 0.5), (1, GOOD, 1.0)]
+    assert user(model.calls[2]).startswith("Your last reply repeated the answer unchanged")
+
+
 # --- feedback, prompts and configuration --------------------------------------------------
 
 def test_render_failures_shows_only_what_failed() -> None:

@@ -20,6 +20,7 @@ only the critiques that failed, i.e. the failing tests and their assertion outpu
 
 from __future__ import annotations
 
+import ast
 from collections.abc import Sequence
 
 from redline import prompts
@@ -109,10 +110,19 @@ class DebugReviser(Reviser):
                 {"role": "user", "content": prompt}]
 
     def repeats(self, parent: Candidate, text: str) -> bool:
-        """As `Reviser.repeats`, or the same Python code (its fenced blocks) in a reply
-        worded differently: the tests would fail the same way."""
-        return super().repeats(parent, text) or super().repeats(
-            Candidate(text=_code(parent.text)), _code(text))
+        """As `Reviser.repeats`, or the same Python program in a reply worded
+        differently: the same code (its fenced blocks), or code that differs only in
+        docstrings, comments and layout (the same syntax tree once docstrings are
+        dropped). The tests would fail the same way. A small model asked to fix a
+        failing doctest often edits the docstring's expected value and leaves the code
+        as it was (seen on HumanEval with a 0.5B coder)."""
+        if super().repeats(parent, text):
+            return True
+        before, after = _code(parent.text), _code(text)
+        if super().repeats(Candidate(text=before), after):
+            return True
+        program = _program(after)
+        return program is not None and program == _program(before)
 
     async def _revision(self, task: Task, scored: ScoredCandidate, round: int,
                         memory: Sequence[str]) -> tuple[Candidate, list[Message]]:
@@ -141,3 +151,20 @@ def _code(text: str) -> str:
     from redline.feedback_sources.code import extract_python
 
     return extract_python(text).rstrip().lstrip("\n")
+
+
+def _program(code: str) -> str | None:
+    """The syntax tree of `code` without its docstrings, as text (None: not Python that
+    parses). Two programs with the same one behave the same: they differ only in
+    comments, layout, quoting or docstrings."""
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError):  # ValueError: a null byte
+        return None
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+                    and isinstance(body[0].value.value, str):
+                node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree, annotate_fields=False)

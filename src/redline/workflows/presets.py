@@ -186,8 +186,9 @@ def self_debug(model: ChatModel, tests: str | CriticsLike | None = None,
     the code line by line and traces the failing test (the explanation is recorded as
     the revision's `Candidate.explanation`), then writes the fix (`DebugReviser`). A
     draft that passes is never revised (``revise_when="on_failure"``); a fix that
-    returns the code unchanged is sampled again at a higher temperature; the best
-    candidate is returned, so a fix never makes the result worse than the draft.
+    returns the code unchanged (or changes only its docstrings, comments or layout) is
+    sampled again at a higher temperature; the best candidate is returned, so a fix
+    never makes the result worse than the draft.
 
     Differs from the paper: the paper's prompts are few-shot; the tests, when not given,
     are the task's own (``metadata["tests"]``, the ``>>>`` examples of its prompt or of
