@@ -1,7 +1,7 @@
-"""The runs a server (or the drop-in client) serves: each named, each compiled once.
+"""The runs a server (or the drop-in client) serves: each named, each built once.
 
 `RunTable` holds one `redline.workflows.Runner` per named run, made when the table is
-made (the graph compiled once, the preflight once for the table's life). A request's
+made (the loop built once, the preflight once for the table's life). A request's
 ``max_tokens`` caps its run's token budget: the capped runs are runners of their own,
 compiled on first use and kept (a few per run), which skip the preflight their base
 already passed. The server's ceilings (``token_ceiling``, ``seconds_ceiling``) cap every
@@ -104,7 +104,7 @@ def load_specs(path: str | Path) -> dict[str, RunSpec]:
 
 
 class RunTable:
-    """Named runs, each compiled once; `run` refines a task with one of them.
+    """Named runs, each built once; `run` refines a task with one of them.
 
     Args:
         runs: run name → its configuration (names as `RUN_NAME` says).

@@ -1,5 +1,5 @@
 """Many items, one configuration: `abatch` refines them concurrently in one process
-through one `Runner` (one compiled graph, one preflight, one model client), and
+through one `Runner` (the loop built once, one preflight, one model client), and
 `arun_batch` / `run_batch` write the results to a crash-safe JSONL file that a resumed
 run continues without losing or repeating an item.
 
@@ -185,9 +185,11 @@ async def abatch(items: Iterable[BatchItem | Task], config: RefineConfig | Runne
                  skip_ids: Collection[str] = ()) -> AsyncIterator[RefineResult]:
     """Refine many items concurrently and yield each result as it finishes.
 
-    All items share one `Runner`: one preflight (before any item starts), one compiled
-    graph, one model client. Items are drawn from `items` lazily, one whenever a slot
-    frees, so at most `concurrency` run at a time (`items` may be a generator).
+    All items share one `Runner`: one preflight (before any item starts), the loop built
+    once, one model client. Items are drawn from `items` lazily, one whenever a slot
+    frees, so at most `concurrency` run at a time (`items` may be a generator). While
+    the batch runs, the objects alive at its start are kept out of the garbage
+    collector's scans (`redline._aio.gc_frozen`).
 
     A failure of one item is a result: a `RefineConfig` runs with
     ``on_error="result"`` (a broken critic or model ends the item with

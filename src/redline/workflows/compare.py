@@ -360,7 +360,7 @@ async def acompare(items: Sequence[CompareItem], specs: Mapping[str, RunSpec],
     """Run every method over `items` into `out` and return the table.
 
     Methods run one after another (each a batch of `concurrency` items at a time, one
-    `Runner`: one preflight, one compiled graph); each finished item is judged (the
+    `Runner`: one preflight, the loop built once); each finished item is judged (the
     returned answer and the method's first draft) and its line appended and fsynced.
 
     Args:
