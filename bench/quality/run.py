@@ -5,6 +5,9 @@
     python bench/quality/run.py --model qwen-0.5b --every 8 \\
         --methods single,best-of-n,self-debug,reflexion --max-tokens 12000
 
+With ``--dspy-python PATH`` (a Python with dspy installed) DSPy's ``Refine`` runs after
+compare on the same items and server (`dspy_peer.py`; ``--methods ""`` runs only it).
+
 With ``--reviser-model qwen-1.5b`` it is a cascade: the ``--model`` drafts and a second
 ``llama_cpp.server`` (on ``--reviser-port``) serves the model that revises, for the
 methods that revise (``redline compare --reviser-model``).
@@ -94,6 +97,9 @@ def main() -> None:
                         help="seconds one call may take: llama_cpp.server answers one "
                              "request at a time, so parallel drafts wait in its queue")
     parser.add_argument("--extra", default="", help="more redline compare options")
+    parser.add_argument("--dspy-python", default="",
+                        help="a Python with dspy installed: after compare, run DSPy's Refine "
+                             "(dspy_peer.py) on the same items and server")
     args = parser.parse_args()
     results = HERE / "results"
     results.mkdir(exist_ok=True)
@@ -126,7 +132,16 @@ def main() -> None:
             command.append("--resume")
         print("$", " ".join(command), flush=True)
         env = {**os.environ, "OPENAI_API_KEY": "unused"}
-        raise SystemExit(subprocess.run(command, env=env).returncode)
+        code = subprocess.run(command, env=env).returncode if args.methods else 0
+        if args.dspy_python and code == 0:
+            peer = results / f"dspy-{args.model}.jsonl"
+            command = [args.dspy_python, str(HERE / "dspy_peer.py"), "--data", str(data),
+                       "--base-url", url, "--model", args.model, "-o", str(peer),
+                       "--llm-timeout", str(args.llm_timeout),
+                       *(["--resume"] if peer.exists() else [])]
+            print("$", " ".join(command), flush=True)
+            code = subprocess.run(command, env=env).returncode
+        raise SystemExit(code)
     finally:
         for server in servers:
             server.terminate()
