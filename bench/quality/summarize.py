@@ -1,0 +1,74 @@
+"""One table from the quality benchmark's result files (``redline compare`` outputs and
+`dspy_peer.py`'s, which have the same line shape), as the markdown bench/README.md
+records:
+
+    python bench/quality/summarize.py bench/quality/results/compare-qwen-0.5b-*.jsonl \\
+        bench/quality/results/dspy-qwen-0.5b.jsonl --common
+
+Each file's methods are rows (a cascade file's rows are named after its models; a method
+that two files hold appears twice, the second named with its file). With
+``--common`` every row counts only the problems that every row has, so the rows compare
+the same problems while a run is still going; the figures are `redline compare`'s own
+(`MethodRow`: Wilson 95 % interval, flips and fixes against each method's first draft).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from redline.workflows.compare import MethodRow
+
+
+def read(path: Path) -> dict[str, dict[str, dict[str, Any]]]:
+    """Lines by method and id (the header and blank lines skipped; a later line for the
+    same method and id wins)."""
+    cascade = re.match(r"compare-(.+)-to-(.+?)-", path.name)
+    out: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines()):
+        if number == 0 or not raw.strip():
+            continue
+        line = json.loads(raw)
+        method = line["method"]
+        if cascade:
+            method = f"{method} ({cascade[1]} drafts, {cascade[2]} revises)"
+        out[method][line["id"]] = line
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("files", nargs="+", type=Path)
+    parser.add_argument("--common", action="store_true",
+                        help="count only the problems every method has")
+    args = parser.parse_args()
+    methods: dict[str, dict[str, dict[str, Any]]] = {}
+    for path in args.files:
+        for method, lines in read(path).items():
+            if method in methods:  # the same method run twice (another file): both kept
+                method = f"{method} [{path.stem}]"
+            methods[method] = lines
+    ids = set.intersection(*(set(lines) for lines in methods.values())) if args.common \
+        else None
+    print("| method | problems | pass@1 (95 % CI) | tokens / problem | calls / problem "
+          "| s / problem | flips (of right drafts) | fixes (of wrong drafts) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for method, lines in methods.items():
+        row = MethodRow(method)
+        for item_id, line in sorted(lines.items()):
+            if ids is None or item_id in ids:
+                row.add(line)
+        low, high = row.interval
+        right = row.drafts_right
+        print(f"| {method} | {row.items} | {row.correct}/{row.items} = {row.success:.1%} "
+              f"({low:.0%}-{high:.0%}) | {row.per_item(row.tokens):,.0f} | "
+              f"{row.per_item(row.calls):.1f} | {row.per_item(row.seconds):.0f} | "
+              f"{row.flips} of {right} | {row.fixes} of {row.items - right} |")
+
+
+if __name__ == "__main__":
+    main()
