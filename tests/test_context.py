@@ -132,3 +132,19 @@ async def _run_model_in_task() -> object:
 def test_every_public_name_has_a_docstring() -> None:
     for name in context.__all__:
         assert getattr(context, name).__doc__, f"redline.context.{name} has no docstring"
+
+
+def test_run_scope_sets_the_meter_model_and_a_tally_and_restores_them() -> None:
+    from redline.context import RunScope, record_usage
+    from redline.testing import ScriptedChat
+    from redline.types import Budget, Usage
+
+    outer_meter, model = Meter(Budget()), ScriptedChat()
+    with Tally.scope() as outer:
+        with RunScope(outer_meter, model) as tally:
+            assert current_meter() is outer_meter and run_model() is model
+            record_usage(Usage(llm_calls=1, input_tokens=5))
+        assert current_meter() is None and run_model() is None
+        record_usage(Usage(llm_calls=1))
+    assert tally.usage.llm_calls == 1 and tally.usage.input_tokens == 5
+    assert outer.usage.llm_calls == 2  # the enclosing tally counted both

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from redline.errors import BudgetExceeded
 from redline.types import Budget, Price, Usage
@@ -34,6 +34,7 @@ __all__ = [
     "Deadline",
     "Meter",
     "Reservation",
+    "RunScope",
     "Tally",
     "current_meter",
     "record_usage",
@@ -255,6 +256,35 @@ def run_model() -> ChatModel | None:
     use it, so one ``--model`` serves the whole run.
     """
     return _run_model.get()
+
+
+class RunScope:
+    """One step of a run: its meter, the run's model and a fresh `Tally`, made current
+    together for the block (and tasks it starts); ``with RunScope(meter, model) as
+    tally:``. The same as nesting ``meter.active()``, `using_run_model` and
+    `Tally.scope`, in one context manager without generators (the loop enters one per
+    node: three generator-based ones were ~8 % of a batch's CPU)."""
+
+    __slots__ = ("meter", "model", "tally", "_tokens")
+
+    def __init__(self, meter: Meter, model: ChatModel) -> None:
+        self.meter = meter
+        self.model = model
+        self.tally = Tally()
+        self._tokens: tuple[Any, Any, Any] | None = None
+
+    def __enter__(self) -> Tally:
+        self._tokens = (_meter.set(self.meter), _run_model.set(self.model),
+                        _tallies.set((*_tallies.get(), self.tally)))
+        return self.tally
+
+    def __exit__(self, *exc_info: object) -> None:
+        tokens, self._tokens = self._tokens, None
+        assert tokens is not None, "RunScope exited without being entered"
+        meter, model, tallies = tokens
+        _tallies.reset(tallies)
+        _run_model.reset(model)
+        _meter.reset(meter)
 
 
 @contextmanager

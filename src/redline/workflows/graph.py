@@ -18,7 +18,7 @@ import contextvars
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
@@ -26,7 +26,7 @@ from langgraph.errors import GraphBubbleUp
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
-from redline.context import Meter, Tally, using_run_model
+from redline.context import Meter, RunScope
 from redline.errors import BudgetExceeded, ConfigError, LLMError, RedlineError
 from redline.llm import ChatModel
 from redline.types import (
@@ -311,10 +311,7 @@ async def _metered(cfg: RefineConfig, state: RefineState, work: Callable[[], Awa
     meter = Meter(cfg.budget, state.get("usage") or Usage(), _elapsed(state),
                   margin=cfg.seconds_margin)
     stop = None
-    with ExitStack() as stack:
-        stack.enter_context(meter.active())
-        stack.enter_context(using_run_model(cfg.model))
-        tally = stack.enter_context(Tally.scope())
+    with RunScope(meter, cfg.model) as tally:
         try:
             # The time limit covers tool work too (sandbox runs, searches, plugins),
             # not only the LLM calls: one deadline, the meter's.
