@@ -143,3 +143,51 @@ async def test_the_direct_walk_stops_at_the_recursion_limit_like_langgraph() -> 
     steps = build_steps(_converged(answers("a", "b", "c")))
     with pytest.raises(GraphRecursionError):
         await steps.run({"task": Task(prompt="Q")}, recursion_limit=2)
+
+
+async def test_a_run_inside_a_callers_langgraph_node_streams_its_steps_to_the_caller() -> None:
+    """Called from a node of the user's own graph, `arefine` runs on LangGraph, so the
+    caller's ``astream(subgraphs=True)`` and callbacks see its steps."""
+    from typing import TypedDict
+
+    from langgraph.graph import END, START, StateGraph
+
+    class App(TypedDict, total=False):
+        question: str
+        answer: str
+
+    async def ask(state: App) -> App:
+        result = await redline.arefine(state["question"], _threshold(answers("a", "b", "c")))
+        return {"answer": result.text}
+
+    app = StateGraph(App)
+    app.add_node("ask", ask)
+    app.add_edge(START, "ask")
+    app.add_edge("ask", END)
+    inner: list[str] = []
+    async for namespace, chunk in app.compile().astream(
+            {"question": "Q?"}, stream_mode="updates", subgraphs=True):
+        if namespace:  # an update from inside the node: redline's graph
+            inner.extend(chunk)
+        else:
+            final = chunk
+    assert final == {"ask": {"answer": "c"}}
+    assert inner[:3] == ["generate", "critique", "decide"] and inner[-1] == "finalize"
+
+
+def test_langsmith_tracing_or_a_parent_runnable_sends_runs_to_langgraph() -> None:
+    from langchain_core.runnables import RunnableLambda
+    from langsmith.run_helpers import tracing_context
+
+    from redline.workflows._run import _observed
+
+    assert not _observed()
+    with tracing_context(enabled=True):
+        assert _observed()
+    assert RunnableLambda(lambda _: _observed()).invoke(None) is True
+
+
+async def test_without_observers_the_run_compiles_no_graph() -> None:
+    runner = Runner(_threshold(answers("a", "b", "c")))
+    await runner.run(Task(prompt="Q"))
+    assert runner._graph is None  # walked directly: LangGraph was not needed

@@ -187,8 +187,11 @@ class Runner:
         if checkpointer is None and resume is not None:
             _check_no_pause(cfg, resume)
         await self.preflight()
-        run_config: RunnableConfig = {"configurable": {"thread_id": task.id},
-                                      "recursion_limit": cfg.recursion_limit}
+        run_config: RunnableConfig = {"recursion_limit": cfg.recursion_limit}
+        if checkpointer is not None:
+            # Only a checkpointer needs a thread: inside a caller's graph, a thread id
+            # of its own would detach the run from the caller's stream of subgraph steps.
+            run_config["configurable"] = {"thread_id": task.id}
         graph_input: Any = {"task": task}
         elapsed_before = 0.0
         graph: Any = None
@@ -224,11 +227,11 @@ class Runner:
         # The clock starts with the first step: after imports, model start-up, preflight.
         with RunClock(elapsed_before).active() as clock:
             try:
-                if checkpointer is None:
-                    # Nothing to save and nothing can pause: the same nodes, walked
-                    # directly. LangGraph's per-step machinery (task preparation,
-                    # channels, callbacks) was ~60% of the loop's CPU and bought nothing
-                    # here (bench/batch_overhead.py).
+                if checkpointer is None and not _observed():
+                    # Nothing to save, nothing can pause, nothing watches LangGraph's
+                    # steps: the same nodes, walked directly. LangGraph's per-step
+                    # machinery (task preparation, channels, callbacks) was ~60% of the
+                    # loop's CPU and bought nothing here (bench/batch_overhead.py).
                     async def walked(node: str, delta: dict[str, Any],
                                      after: dict[str, Any]) -> None:
                         nonlocal state
@@ -245,6 +248,10 @@ class Runner:
                     state = await self._steps.run(
                         {"task": task}, recursion_limit=cfg.recursion_limit,
                         on_step=walked)
+                    return cast("RefineResult", state["result"])
+                graph = self.graph
+                if on_progress is None and checkpointer is None:
+                    state = await graph.ainvoke(graph_input, run_config)
                     return cast("RefineResult", state["result"])
                 # "sync": a step's checkpoint is saved before the next step starts, so a
                 # process killed at any moment resumes after its last finished step.
@@ -275,6 +282,20 @@ class Runner:
             raise _human_input_needed(task, pauses)
         return state["result"]
 
+
+
+def _observed() -> bool:
+    """Whether LangChain tooling watches this run, so it must run on the LangGraph graph:
+    LangSmith tracing is on, or the run is called from inside a runnable (a node of the
+    caller's LangGraph graph), whose callbacks and streams (``astream(subgraphs=True)``)
+    expect the graph's steps."""
+    from langchain_core.runnables.config import var_child_runnable_config
+
+    if var_child_runnable_config.get() is not None:
+        return True
+    from langsmith.utils import tracing_is_enabled
+
+    return bool(tracing_is_enabled())
 
 
 def _check_no_pause(cfg: RefineConfig, resume: Any) -> None:
