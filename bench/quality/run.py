@@ -97,6 +97,9 @@ def main() -> None:
                         help="seconds one call may take: llama_cpp.server answers one "
                              "request at a time, so parallel drafts wait in its queue")
     parser.add_argument("--extra", default="", help="more redline compare options")
+    parser.add_argument("--label", default="",
+                        help="added to the output's name: a run with other --extra options "
+                             "(--no-explain) gets its own file")
     parser.add_argument("--dspy-python", default="",
                         help="a Python with dspy installed: after compare, run DSPy's Refine "
                              "(dspy_peer.py) on the same items and server")
@@ -122,7 +125,8 @@ def main() -> None:
         # run with a smaller --every resumes it and adds only the problems not yet done.
         models = args.model if args.reviser_model is None else \
             f"{args.model}-to-{args.reviser_model}"
-        out = results / f"compare-{models}-{args.methods.replace(',', '+')}.jsonl"
+        label = f"-{args.label}" if args.label else ""
+        out = results / f"compare-{models}-{args.methods.replace(',', '+')}{label}.jsonl"
         command = [sys.executable, "-m", "redline", "compare", str(data), "--methods",
                    args.methods, "--max-tokens", str(args.max_tokens), "--evaluator", "tests",
                    "-c", "tests", "--base-url", url, "--model", args.model, *cascade,
