@@ -59,8 +59,7 @@ class Usage(_Frozen):
         return self.input_tokens + self.output_tokens
 
     def __add__(self, other: Usage) -> Usage:
-        # Sums of valid usages are valid: no validation (a batch adds thousands).
-        return Usage.model_construct(
+        return Usage(
             input_tokens=self.input_tokens + other.input_tokens,
             output_tokens=self.output_tokens + other.output_tokens,
             llm_calls=self.llm_calls + other.llm_calls,
