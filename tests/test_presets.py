@@ -274,6 +274,26 @@ async def test_best_of_n_makes_n_drafts_no_revision_and_stops_sampled() -> None:
     assert result.stop_reason is StopReason.sampled and result.budget_limit is None
 
 
+async def test_best_of_n_drafts_greedy_first_and_a_tie_keeps_the_greedy_answer() -> None:
+    def draft(messages: list[Message]) -> str:
+        return "greedy" if model.calls[-1]["temperature"] == 0.0 else f"sample {len(model.calls)}"
+
+    model = ScriptedChat(handler=draft)
+    tie = await redline.arefine("Q", best_of_n(model, lambda t: 0.5, n=4))
+    assert sorted(c["temperature"] for c in model.calls) == [0.0, 0.7, 0.7, 0.7]
+    assert tie.text == "greedy"  # every draft scored alike: the greedy one is kept
+    model = ScriptedChat(handler=draft)
+    better = await redline.arefine("Q", best_of_n(
+        model, lambda t: 0.8 if t == "sample 3" else 0.5, n=4))
+    assert better.text == "sample 3"  # a sample the critic ranks higher replaces it
+    model = ScriptedChat(handler=draft)
+    await redline.arefine("Q", best_of_n(model, lambda t: 0.5, n=3, greedy_first=False,
+                                         temperature=0.9))
+    assert [c["temperature"] for c in model.calls] == [0.9, 0.9, 0.9]  # the classic form
+    with pytest.raises(ConfigError, match="greedy_first must be true or false"):
+        best_of_n(model, lambda t: 0.5, greedy_first="yes")  # type: ignore[arg-type]
+
+
 async def test_best_of_n_vote_picks_the_majority_answer() -> None:
     drafts = ["6 * 7 = 42, so the answer is 42.", "The answer is 41.",
               "Answer: 42", "I think it is 41.", "#### 42"]

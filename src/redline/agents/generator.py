@@ -22,17 +22,22 @@ class Generator:
         seed: base seed; draft i uses ``seed + i``.
         system: the system message when the task has none (a name from
             `redline.prompts` or template text, no placeholders).
+        greedy_first: draft 0 is greedy (temperature 0) and the others are sampled at
+            `temperature`: the set then always holds the answer single-shot would give,
+            listed first, so a selection that ties keeps it (`best_of_n`'s default).
 
     Raises:
         ConfigError: an unknown prompt name or a system prompt with placeholders.
     """
 
     def __init__(self, model: ChatModel, *, temperature: float = 0.7, max_tokens: int = 1024,
-                 seed: int | None = None, system: str = "generate_system") -> None:
+                 seed: int | None = None, system: str = "generate_system",
+                 greedy_first: bool = False) -> None:
         check(system, allowed=())
         self.system = system
         self.model = model
         self.temperature = temperature
+        self.greedy_first = greedy_first
         self.max_tokens = max_tokens
         self.seed = seed
 
@@ -47,8 +52,10 @@ class Generator:
 
         async def one(i: int) -> Candidate:
             seed = None if self.seed is None else self.seed + i
+            greedy = self.greedy_first and i == 0
             completion = await self.model.complete(
-                messages, max_tokens=self.max_tokens, temperature=self.temperature, seed=seed)
+                messages, max_tokens=self.max_tokens,
+                temperature=0.0 if greedy else self.temperature, seed=seed)
             return Candidate(text=completion.text.strip(), round=0, origin="draft",
                              usage=completion.usage)
 

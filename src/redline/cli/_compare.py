@@ -42,8 +42,8 @@ def compare_command(**opts: Any) -> None:
 
     DATA.jsonl is a batch input (id, task, draft, system, metadata) whose lines may add
     "answer" (a reference answer) and "hidden_tests" (tests run on the answer's code):
-    the evaluator reads them; the loop never does. best-of-n samples -n drafts (4 by
-    default) and keeps those the token budget affords.
+    the evaluator reads them; the loop never does. best-of-n drafts -n answers (4 by
+    default: one greedy, the rest sampled) and keeps those the token budget affords.
 
     \b
     Examples:
