@@ -290,6 +290,10 @@ async def test_best_of_n_drafts_greedy_first_and_a_tie_keeps_the_greedy_answer()
     await redline.arefine("Q", best_of_n(model, lambda t: 0.5, n=3, greedy_first=False,
                                          temperature=0.9))
     assert [c["temperature"] for c in model.calls] == [0.9, 0.9, 0.9]  # the classic form
+    from redline.agents.generator import Generator
+
+    own = Generator(model, temperature=0.4)
+    assert best_of_n(model, lambda t: 0.5, generator=own).drafter is own  # used as is
     with pytest.raises(ConfigError, match="greedy_first must be true or false"):
         best_of_n(model, lambda t: 0.5, greedy_first="yes")  # type: ignore[arg-type]
 

@@ -108,7 +108,6 @@ def _template(prompt: str) -> tuple[str, Template, tuple[str, ...]]:
     return what, template, tuple(template.get_identifiers())
 
 
-@cache
 def _compiled(source: str) -> Template:
     template = Template(source)
     if not template.is_valid():

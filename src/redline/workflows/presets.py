@@ -244,7 +244,7 @@ def best_of_n(model: ChatModel, critic: CriticsLike | None = None, n: int = 4, *
         n: how many drafts (at least 2 to choose among).
         select: ``"score"`` or ``"vote"``.
         greedy_first: the first draft greedy (temperature 0); False: all `n` sampled,
-            the classic best-of-N.
+            the classic best-of-N. (A ``generator`` given in `policy` is used as is.)
         **policy: `RefineConfig` policy fields; revision fields do not apply.
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
@@ -253,12 +253,14 @@ def best_of_n(model: ChatModel, critic: CriticsLike | None = None, n: int = 4, *
         raise ConfigError(f"preset 'best-of-n': greedy_first must be true or false, got "
                           f"{greedy_first!r}")
     budget = _no_revision("best-of-n", policy, set())
-    temperature = policy.get("temperature")
-    generator = Generator(model, temperature=0.7 if temperature is None else temperature,
-                          seed=policy.get("seed"), greedy_first=greedy_first)
-    return _assemble("best-of-n", policy, fixed={"n": n, "select": select},
-                     model=model, critics=_critics(critic, "best_of_n's critic") or None,
-                     budget=budget, generator=generator)
+    config = _assemble("best-of-n", policy, fixed={"n": n, "select": select},
+                       model=model, critics=_critics(critic, "best_of_n's critic") or None,
+                       budget=budget)
+    if not greedy_first or config.generator is not None:  # a generator given is used as is
+        return config
+    return config.replace(generator=Generator(
+        config.model, temperature=config.draft_temperature, seed=config.seed,
+        greedy_first=True))
 
 
 _REVISING = frozenset({"revise", "revise_when", "revise_from", "patience"})
