@@ -49,6 +49,7 @@ async def gather_all(*aws: Awaitable[T]) -> list[T]:
 
 
 _frozen = 0
+_frozen_lock = threading.Lock()
 
 
 @contextmanager
@@ -63,18 +64,22 @@ def gc_frozen() -> Iterator[None]:
     alone.
     """
     global _frozen
-    if _frozen == 0 and gc.get_freeze_count() > 0:  # frozen by someone else: theirs
-        yield
-        return
-    if _frozen == 0:
-        gc.freeze()
-    _frozen += 1
+    with _frozen_lock:  # batches may run on several threads' loops (run_sync)
+        if _frozen == 0 and gc.get_freeze_count() > 0:  # frozen by someone else: theirs
+            ours = False
+        else:
+            ours = True
+            if _frozen == 0:
+                gc.freeze()
+            _frozen += 1
     try:
         yield
     finally:
-        _frozen -= 1
-        if _frozen == 0:
-            gc.unfreeze()
+        if ours:
+            with _frozen_lock:
+                _frozen -= 1
+                if _frozen == 0:
+                    gc.unfreeze()
 
 
 # -- run_sync: one event loop per thread ----------------------------------------------
