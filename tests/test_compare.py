@@ -174,10 +174,14 @@ def test_a_reviser_model_goes_to_the_methods_that_revise() -> None:
 
     base = RunSpec(model={"name": "small", "base_url": "http://127.0.0.1:9/v1"},
                    reviser_model={"name": "big", "base_url": "http://127.0.0.1:8/v1"})
-    specs = method_specs(["single", "best-of-n", "self-debug", "reflexion"], base,
+    specs = method_specs(["single", "best-of-n", "self-debug", "reflexion", "resample"], base,
                          max_tokens=1000)
     assert {m: s.reviser_model and s.reviser_model.name for m, s in specs.items()} == {
-        "single": None, "best-of-n": None, "self-debug": "big", "reflexion": "big"}
+        "single": None, "best-of-n": None, "self-debug": "big", "reflexion": "big",
+        "resample": "big"}
+    resampled = specs["resample"].build()
+    assert resampled.fixer.model.model == "big"  # type: ignore[attr-defined]
+    assert resampled.budget.max_tokens == 1000 and resampled.budget.max_rounds == 7
     config = specs["self-debug"].build()
     assert config.fixer.model.model == "big"  # type: ignore[attr-defined]
     assert specs["best-of-n"].build().fixer.model.model == "small"  # type: ignore[attr-defined]

@@ -24,6 +24,7 @@ from redline.workflows.presets import (
     best_of_n,
     critic,
     reflexion,
+    resample,
     self_debug,
     self_refine,
 )
@@ -311,6 +312,53 @@ async def test_best_of_n_vote_picks_the_majority_answer() -> None:
     assert by_score.text == "The answer is 41."
 
 
+async def test_resample_draws_new_samples_of_the_task_until_one_passes() -> None:
+    def draft(messages: list[Message]) -> str:
+        return ["wrong", "also wrong", "right", "unused"][len(model.calls) - 1]
+
+    model = ScriptedChat(handler=draft)
+    check = Check("right")
+    result = await redline.arefine("Write it.", resample(model, check, n=5, seed=7))
+    assert texts(result) == ["wrong", "also wrong", "right"] and result.text == "right"
+    assert result.stop_reason is StopReason.threshold
+    # Each sample is the task asked again: the failed answer and its critique unseen.
+    assert all(c["messages"] == model.calls[0]["messages"] for c in model.calls)
+    assert not any("wrong" in m["content"] for c in model.calls for m in c["messages"])
+    assert [c["temperature"] for c in model.calls] == [0.0, 0.7, 0.7]  # greedy first
+    assert [c["seed"] for c in model.calls] == [7, 8, 9]
+    assert [r.scored[0].candidate.origin for r in result.rounds] == ["draft"] * 3
+
+
+async def test_resample_keeps_a_passing_draft_and_stops_at_n_drafts() -> None:
+    model = ScriptedChat(["right"])
+    passed = await redline.arefine("Write it.", resample(model, Check("right")))
+    assert len(model.calls) == 1 and passed.text == "right"  # single-shot's answer, kept
+    model = ScriptedChat(["a", "b", "c", "d"])
+    scores = {"a": 0.6, "b": 0.4, "c": 0.5}
+    failing = await redline.arefine("Q", resample(
+        model, lambda t: Critique(critic="f", score=scores[t], passed=False), n=3))
+    assert len(model.calls) == 3 and failing.text == "a"  # the best of the n drafts
+    assert failing.stop_reason is StopReason.budget and failing.budget_limit == "max_rounds"
+    model = ScriptedChat(["a", "b", "a"])
+    repeated = await redline.arefine("Q", resample(model, Check("z"), n=5))
+    assert len(model.calls) == 3 and repeated.stop_reason is StopReason.converged
+
+
+async def test_resample_asks_again_with_the_text_the_task_gave() -> None:
+    model = ScriptedChat(["fixed"])
+    task = Task(prompt="Fix the function.", draft="def f(): return 0")
+    result = await redline.arefine(task, resample(model, Check("fixed"), n=2))
+    assert texts(result) == ["def f(): return 0", "fixed"]
+    asked = model.calls[0]["messages"][-1]["content"]
+    assert asked.startswith("Fix the function.") and "def f(): return 0" in asked
+
+
+async def test_resample_with_a_reviser_model_samples_on_it() -> None:
+    small, large = ScriptedChat(["bad"]), ScriptedChat(["good"])
+    result = await redline.arefine("Q", resample(small, Check("good"), reviser_model=large))
+    assert result.text == "good" and len(small.calls) == len(large.calls) == 1
+
+
 async def test_single_is_one_draft_and_nothing_else() -> None:
     from redline.workflows.presets import single
 
@@ -325,6 +373,11 @@ async def test_single_is_one_draft_and_nothing_else() -> None:
     (lambda m: best_of_n(m, n=3, budget=Budget(max_rounds=2)), "max_rounds=2 does not apply"),
     (lambda m: best_of_n(m, revise_when="on_failure"), "revise_when does not apply"),
     (lambda m: best_of_n(m, n=0), "n must be a whole number >= 1"),
+    (lambda m: resample(m, n=0), "n must be a whole number >= 1"),
+    (lambda m: resample(m, sample_temperature=0), "sample_temperature must be a number"),
+    (lambda m: resample(m, n=4, budget=Budget(max_rounds=5)), "so max_rounds is 3; set n"),
+    (lambda m: resample(m, revise_when="always"), "sets revise_when='on_failure' itself"),
+    (lambda m: resample(m, revise_from="last"), "'resample' sets revise_from itself"),
     (lambda m: reflexion(m, []), "needs an evaluator"),
     (lambda m: reflexion(m, Check(), revise="edit"), "sets revise='rewrite' itself"),
     (lambda m: critic(m, [Check()], revise_when="always"), "sets revise_when='on_failure'"),
@@ -341,7 +394,7 @@ def test_policy_fields_pass_through_and_presets_are_registered() -> None:
     cfg = reflexion(ScriptedChat([]), Check(), threshold=0.5, seed=3)
     assert cfg.threshold == 0.5 and cfg.seed == 3 and cfg.reflector is not None
     assert set(PRESETS) == {"self-refine", "reflexion", "critic", "self-debug", "best-of-n",
-                            "single"}
+                            "resample", "single"}
     from redline.plugins import load_preset
 
     assert load_preset("self_debug") is load_preset("Self-Debug") is PRESETS["self-debug"]

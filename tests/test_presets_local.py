@@ -89,6 +89,15 @@ def test_best_of_n(work: Path) -> None:
     assert doc["stop_reason"] in ("sampled", "threshold")
 
 
+def test_resample(work: Path) -> None:
+    doc = redline("--preset", "resample", "-n", "3", "-c", "doctest", *FIX, cwd=work)
+    found = candidates(doc)
+    assert found[0]["origin"] == "given" and len(found) <= 3
+    assert doc["rounds"][0]["scored"][0]["critiques"][0]["passed"] is False
+    assert all(c["origin"] == "draft" and c["parent"] is None for c in found[1:])
+    assert doc["stop_reason"] in ("threshold", "verified", "budget", "converged")
+
+
 def test_the_readmes_python_example_runs_as_written(tmp_path: Path) -> None:
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     methods = readme[readme.index("## Methods"):readme.index("## Models")]

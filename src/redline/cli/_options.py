@@ -140,7 +140,8 @@ _RUN_OPTIONS = [
                  help="The model's price in dollars per million input:output tokens, "
                       "e.g. 0.15:0.60."),
     click.option("-n", "--drafts", type=int, default=1, show_default=True,
-                 help="Drafts generated in parallel in the first round (best-of-n)."),
+                 help="Drafts generated in parallel in the first round (best-of-n); with "
+                      "--preset resample, the most drafts drawn in all."),
     click.option("--revise", type=click.Choice(["rewrite", "edit"]), default="rewrite",
                  show_default=True, help="Rewrite the answer, or edit it with search/replace."),
     click.option("--revise-when", type=click.Choice(["always", "on_failure"]), default="always",

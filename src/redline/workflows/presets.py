@@ -9,6 +9,7 @@ node through a reflector).
 | `critic` | CRITIC (Gou et al. 2024) | tools: the interpreter, a search fact-check |
 | `self_debug` | Self-Debug (Chen et al. 2024) | code; tests (given, doctests or generated) |
 | `best_of_n` | best-of-N / self-consistency | a critic (reward model, judge, tests) |
+| `resample` | sample until it passes (rejection sampling) | a critic with a verdict |
 | `single` | one draft (the baseline) | nothing |
 
 Every preset takes the drafting model first; the revising and judging models may be
@@ -39,9 +40,9 @@ from redline.types import Budget
 from redline.workflows._state import Select
 from redline.workflows.config import RefineConfig
 
-__all__ = ["BEST_OF_N", "CRITIC", "PRESETS", "REFLEXION", "SELF_DEBUG", "SELF_REFINE",
-           "SINGLE", "Preset", "best_of_n", "critic", "reflexion", "self_debug",
-           "self_refine", "single"]
+__all__ = ["BEST_OF_N", "CRITIC", "PRESETS", "REFLEXION", "RESAMPLE", "SELF_DEBUG",
+           "SELF_REFINE", "SINGLE", "Preset", "best_of_n", "critic", "reflexion", "resample",
+           "self_debug", "self_refine", "single"]
 
 CriticsLike = Critic | Callable[..., Any] | Sequence[Critic | Callable[..., Any]]
 
@@ -263,6 +264,60 @@ def best_of_n(model: ChatModel, critic: CriticsLike | None = None, n: int = 4, *
         greedy_first=True))
 
 
+def resample(model: ChatModel, critic: CriticsLike | None = None, n: int = 8, *,
+             sample_temperature: float = 0.7, reviser_model: ChatModel | None = None,
+             **policy: Any) -> RefineConfig:
+    """Sample until it passes: a greedy draft; while the critic flags a failure, a new
+    sample of the task (the failure unseen), up to `n` drafts in all; the best returned.
+
+    Rejection sampling, drawn one at a time. At equal compute, new samples fix more code
+    than a small model's repairs of its own (Olausson et al. 2024), and AlphaCode kept
+    the samples that pass the task's examples; best-of-N draws all `n` up front. Here
+    an answer the critic passes ends the run (``verified``, or ``threshold``) after one
+    draft, so tokens go to the tasks that fail; and since the greedy draft (single-shot's
+    answer) is replaced only when it fails the critic, a good critic makes flips rare.
+    The critic must be able to fail an answer: tests (given, the task's examples,
+    generated) or a judge with a verdict; a reward model's score alone never fails one.
+
+    A sample that repeats an earlier candidate ends the run ``converged`` (the model
+    keeps giving the same answer).
+
+    Args:
+        model: drafts (greedy unless ``temperature`` is given) and samples.
+        critic: the critic(s) whose failure asks for a new sample; None: an `LLMJudge`.
+        n: the most drafts in all: the greedy one and up to ``n - 1`` samples (the
+            budget's ``max_rounds`` is ``n - 1``).
+        sample_temperature: the samples' temperature (above 0).
+        reviser_model: the model that samples after the first draft (a cascade); None:
+            `model`.
+        **policy: `RefineConfig` policy fields; ``revise``, ``revise_when``,
+            ``revise_from`` and ``max_rounds`` are the method's own.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ConfigError(f"preset 'resample': n must be a whole number >= 1, got {n!r}")
+    if isinstance(sample_temperature, bool) or \
+            not isinstance(sample_temperature, int | float) or not 0 < sample_temperature <= 2:
+        raise ConfigError("preset 'resample': sample_temperature must be a number in (0, 2], "
+                          f"got {sample_temperature!r}")
+    for key in ("revise", "revise_from"):
+        if key in policy:
+            raise ConfigError(f"preset 'resample' sets {key} itself; leave it out")
+    budget = policy.pop("budget", None) or Budget()
+    if "max_rounds" in budget.model_fields_set and budget.max_rounds != n - 1:
+        raise ConfigError(f"preset 'resample' draws at most n={n} drafts, so max_rounds is "
+                          f"{n - 1}; set n instead of max_rounds={budget.max_rounds}")
+    from redline.agents.resampler import Resampler
+
+    seed = policy.get("seed")
+    return _assemble(
+        "resample", policy, fixed={"revise_when": "on_failure"},
+        defaults={"patience": n},  # samples are independent: no early "no gain" stop
+        model=model, critics=_critics(critic, "resample's critic") or None,
+        budget=budget.model_copy(update={"max_rounds": n - 1}),
+        reviser=Resampler(reviser_model or model, temperature=float(sample_temperature),
+                          seed=seed))
+
+
 _REVISING = frozenset({"revise", "revise_when", "revise_from", "patience"})
 
 
@@ -411,10 +466,15 @@ BEST_OF_N = Preset(
     "a critic to score drafts (--critic; default: judge)",
     critics_param="critic")
 
+RESAMPLE = Preset(
+    "resample", resample, "a greedy draft; on a failure, new samples (the failure unseen) "
+    "until one passes", "rejection sampling; Olausson et al. 2024, Is Self-Repair a Silver "
+    "Bullet for Code Generation?", "a critic with a verdict (--critic; default: judge)",
+    critics_param="critic")
 SINGLE = Preset(
     "single", single, "one draft, no critique, no revision (the baseline)",
     "the model alone", "nothing")
 
 PRESETS: dict[str, Preset] = {p.name: p for p in (SELF_REFINE, REFLEXION, CRITIC,
-                                                   SELF_DEBUG, BEST_OF_N, SINGLE)}
+                                                   SELF_DEBUG, BEST_OF_N, RESAMPLE, SINGLE)}
 """The built-in presets by command-line name."""
