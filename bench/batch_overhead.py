@@ -29,6 +29,11 @@ timed), and the sides take turns over ``--repeats``; the table gives the median.
 is a separate, untimed pass of the same batch under `tracemalloc`: the peak of Python
 allocations while ``concurrency`` items are in flight, per 1,000 items in flight.
 
+Two checks of where the limit is: ``--loop uvloop`` runs the clients on uvloop's event
+loop instead of asyncio's, and ``--processes K`` runs each side as K processes at once
+(each with 1/K of the items and of the concurrency, started together when all are warm;
+the wall time is the slowest one's; no memory pass).
+
     python bench/batch_overhead.py --items 500 --calls 3 --concurrency 64 --latency 0.05
 """
 
@@ -364,9 +369,12 @@ LABELS = {"ideal": "ideal (server latency only)",
 
 
 async def run_side(side: str, base_url: str, items: int, calls: int, concurrency: int,
-                   memory: bool) -> dict[str, Any]:
+                   memory: bool, go: bool = False) -> dict[str, Any]:
     batch = await SIDES[side](base_url, items, calls, concurrency)
     await batch(min(items, concurrency))  # warm-up: connections, imports, caches
+    if go:  # one of several processes: start when the driver says so, all at once
+        print("ready", flush=True)
+        await asyncio.to_thread(sys.stdin.readline)
     before = server_requests(base_url)
     started = time.perf_counter()
     await batch(items)
@@ -389,6 +397,37 @@ async def run_side(side: str, base_url: str, items: int, calls: int, concurrency
 # -- the driver --------------------------------------------------------------------------
 
 
+def _split(cmd: list[str], env: dict[str, str], args: argparse.Namespace, base_url: str,
+           ) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    """One side as ``--processes`` processes, each with its share of the items and of
+    the concurrency, started together once all are warm; the wall time is the slowest
+    one's, the requests are the server's count over the whole."""
+    k = args.processes
+    share = [*cmd[:cmd.index("--items")], "--items", str(args.items // k), "--calls",
+             str(args.calls), "--concurrency", str(args.concurrency // k),
+             *cmd[cmd.index("--concurrency") + 2:], "--go"]
+    procs = [subprocess.Popen(share, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env) for _ in range(k)]
+    failed = None
+    for proc in procs:
+        line = proc.stdout.readline() if proc.stdout else ""
+        if line.strip() != "ready":
+            failed = proc
+    before = server_requests(base_url)
+    for proc in procs:
+        if proc.stdin and proc.poll() is None:
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+    outs = [(p, *p.communicate()) for p in procs]
+    bad = failed or next((p for p, _, _ in outs if p.returncode != 0), None)
+    if bad is not None:
+        err = next(e for p, _, e in outs if p is bad)
+        return subprocess.CompletedProcess(cmd, 1, "", err), {}
+    walls = [json.loads(out.strip().splitlines()[-1])["wall"] for _, out, _ in outs]
+    return (subprocess.CompletedProcess(cmd, 0, "", ""),
+            {"wall": max(walls), "requests": server_requests(base_url) - before})
+
+
 def main(args: argparse.Namespace) -> None:
     proc, base_url = start_server(args.latency)
     sides = [s for s in args.sides.split(",") if s]
@@ -406,18 +445,24 @@ def main(args: argparse.Namespace) -> None:
                 cmd = [python, __file__, "--side", side, "--base-url", base_url,
                        "--items", str(args.items), "--calls", str(args.calls),
                        "--concurrency", str(args.concurrency)]
-                if repeat == 0:
-                    cmd.append("--memory")
-                done = subprocess.run(cmd, capture_output=True, text=True,
-                                      env={**os.environ, "PYTHONPATH": os.pathsep.join(
-                                          filter(None, [src, os.environ.get("PYTHONPATH")]))})
+                if args.loop != "asyncio":
+                    cmd += ["--loop", args.loop]
+                env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+                    filter(None, [src, os.environ.get("PYTHONPATH")]))}
+                if args.processes > 1:
+                    done, result = _split(cmd, env, args, base_url)
+                else:
+                    if repeat == 0:
+                        cmd.append("--memory")
+                    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+                    result = json.loads(done.stdout.strip().splitlines()[-1]) \
+                        if done.returncode == 0 else {}
                 if done.returncode != 0:
                     print(f"# {side} failed:\n{done.stderr[-2000:]}", file=sys.stderr)
                     walls.pop(side, None)
                     continue
                 if side not in walls:
                     continue
-                result = json.loads(done.stdout.strip().splitlines()[-1])
                 expected = args.items * args.calls
                 if result["requests"] != expected:
                     print(f"# {side}: the server saw {result['requests']} requests, "
@@ -436,7 +481,8 @@ def main(args: argparse.Namespace) -> None:
     print(f"# {args.items} items x {args.calls} calls, {args.concurrency} at a time, "
           f"{args.latency * 1000:g} ms latency; median of {args.repeats}; "
           f"python {platform.python_version()}, {platform.machine()} {platform.system()}, "
-          f"{os.cpu_count()} CPUs")
+          f"{os.cpu_count()} CPUs; event loop {args.loop}; "
+          f"{args.processes} process{'es' * (args.processes > 1)} a side")
     print("| side | wall s | / ideal | / bare AsyncOpenAI | peak MiB per 1,000 in flight |")
     print("|---|---|---|---|---|")
     print(f"| {LABELS['ideal']} | {ideal:.3f} | 1.00x | | |")
@@ -463,6 +509,12 @@ if __name__ == "__main__":
                              "installed, for the sides dspy and bare-aiohttp")
     parser.add_argument("--before-src", default="",
                         help="the src/ of an earlier checkout: adds the side redline-before")
+    parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio",
+                        help="the clients' event loop")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="run each side as this many processes at once, each with its "
+                             "share of --items and --concurrency (no memory pass)")
+    parser.add_argument("--go", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--side", help=argparse.SUPPRESS)
     parser.add_argument("--base-url", help=argparse.SUPPRESS)
@@ -473,7 +525,12 @@ if __name__ == "__main__":
             print(port, flush=True)
         asyncio.run(_serve(args.latency, ready))
     elif args.side:
-        print(json.dumps(asyncio.run(run_side(args.side, args.base_url, args.items,
-                                              args.calls, args.concurrency, args.memory))))
+        run: Callable[[Any], Any] = asyncio.run
+        if args.loop == "uvloop":
+            import uvloop
+
+            run = uvloop.run
+        print(json.dumps(run(run_side(args.side, args.base_url, args.items, args.calls,
+                                      args.concurrency, args.memory, args.go))))
     else:
         main(args)
