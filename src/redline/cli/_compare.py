@@ -20,8 +20,8 @@ from redline.errors import ConfigError
 @cli.command("compare")
 @click.argument("input_file", metavar="DATA.jsonl")
 @click.option("--methods", required=True, metavar="A,B,...",
-              help="The methods: preset names (single, best-of-n, self-debug, reflexion, "
-                   "self-refine, critic, or an installed one), comma-separated.")
+              help="The methods: preset names (single, best-of-n, resample, self-debug, "
+                   "reflexion, self-refine, critic, or an installed one), comma-separated.")
 @click.option("-o", "--output", required=True, metavar="OUT.jsonl",
               help="Per-item results, one JSON line per method and item (resumable).")
 @click.option("--evaluator", default="auto", show_default=True, metavar="NAME",
@@ -43,7 +43,8 @@ def compare_command(**opts: Any) -> None:
     DATA.jsonl is a batch input (id, task, draft, system, metadata) whose lines may add
     "answer" (a reference answer) and "hidden_tests" (tests run on the answer's code):
     the evaluator reads them; the loop never does. best-of-n drafts -n answers (4 by
-    default: one greedy, the rest sampled) and keeps those the token budget affords.
+    default: one greedy, the rest sampled) and keeps those the token budget affords;
+    resample draws at most -n (8 by default), one at a time, until the critic passes one.
 
     \b
     Examples:
