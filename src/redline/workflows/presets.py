@@ -32,6 +32,7 @@ from typing import Any
 from redline.agents.debugger import DebugReviser
 from redline.agents.generator import Generator
 from redline.agents.reflector import FeedbackHistory, Reflector
+from redline.agents.resampler import Resampler
 from redline.agents.reviser import Reviser
 from redline.critics.base import Critic
 from redline.errors import ConfigError
@@ -306,8 +307,6 @@ def resample(model: ChatModel, critic: CriticsLike | None = None, n: int = 8, *,
     if "max_rounds" in budget.model_fields_set and budget.max_rounds != n - 1:
         raise ConfigError(f"preset 'resample' draws at most n={n} drafts, so max_rounds is "
                           f"{n - 1}; set n instead of max_rounds={budget.max_rounds}")
-    from redline.agents.resampler import Resampler
-
     seed = policy.get("seed")
     return _assemble(
         "resample", policy, fixed={"revise_when": "on_failure"},
