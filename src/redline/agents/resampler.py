@@ -39,8 +39,7 @@ class Resampler(Reviser):
                  seed: int | None = None, system: str = "generate_system") -> None:
         super().__init__(model, temperature=temperature, max_tokens=max_tokens, system=system)
         self.seed = seed
-        self.drafter = Generator(model, temperature=temperature, max_tokens=max_tokens,
-                                 seed=seed, system=system)
+        self.drafter = Generator(model, system=system)  # asks the task as drafts are asked
 
     def messages(self, task: Task, scored: ScoredCandidate | None = None,
                  memory: Sequence[str] = (), mode: object = None) -> list[Message]:
