@@ -132,6 +132,49 @@ def test_bad_datasets_and_methods_exit_2(tmp_path: Path, args: list[str],
     assert not (tmp_path / "o.jsonl").exists()
 
 
+def test_a_method_that_cannot_run_stops_the_compare_before_anything_is_written(
+        tmp_path: Path) -> None:
+    # single needs no critic and would run; resample gets the -c critic, whose
+    # program is missing: found before single spends a token or the output is made.
+    out = tmp_path / "o.jsonl"
+    with OpenAICompatServer(handler=handler) as server:
+        result = compare(server, str(data(tmp_path)), "--methods", "single,resample",
+                         "-c", 'cmd:"no-such-linter-4c1 {file}"', "--max-tokens", "2000",
+                         "-o", str(out))
+        completions = [r for r in server.requests if "messages" in r]
+    assert result.exit_code == 2, result.output
+    assert "no-such-linter-4c1" in result.stderr and "not installed" in result.stderr
+    assert result.stderr.count("\n") == 1
+    assert not completions and not out.exists()
+
+
+def test_an_unreachable_model_leaves_no_output(tmp_path: Path) -> None:
+    out = tmp_path / "o.jsonl"
+    result = CliRunner().invoke(cli, [
+        "compare", str(data(tmp_path)), "--methods", "single", "--max-tokens", "500",
+        "-o", str(out), "--base-url", "http://127.0.0.1:9/v1", "--model", "m", "-q"])
+    assert result.exit_code == 2 and "cannot reach model" in result.stderr
+    assert not out.exists()
+
+
+def test_items_a_budget_left_without_an_answer_are_named(tmp_path: Path) -> None:
+    out = tmp_path / "o.jsonl"
+    with OpenAICompatServer(handler=handler) as server:
+        result = compare(server, str(data(tmp_path)), "--methods", "single",
+                         "--max-tokens", "20", "-o", str(out))
+        completions = [r for r in server.requests if "messages" in r]
+    assert result.exit_code == 0, result.output
+    assert not completions  # no prompt fits in 20 tokens: no call was made
+    assert "single: 4 of 4 items ended with no answer (max_tokens: 0 of 20" in result.stderr
+    assert "larger --max-tokens" in result.stderr
+    table = CliRunner().invoke(cli, [
+        "compare", str(data(tmp_path)), "--methods", "single", "--max-tokens", "20",
+        "-o", str(out), "--resume", "--table-json", "--base-url", server.base_url,
+        "--model", server.model, "-q"])
+    row = json.loads(table.stdout)["methods"][0]
+    assert row["unanswered"] == 4 and row["unanswered_detail"].startswith("max_tokens: 0 of 20")
+
+
 def test_compare_needs_a_matched_budget(tmp_path: Path) -> None:
     with OpenAICompatServer(handler=handler) as server:
         result = compare(server, str(data(tmp_path)), "--methods", "single", "-o",

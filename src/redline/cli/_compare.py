@@ -102,6 +102,11 @@ def compare_command(**opts: Any) -> None:
         click.echo(json.dumps(table.as_dict(), indent=2))
     else:
         _print_table(table)
+    for row in table.rows:  # a silent 0 % would read as a verdict on the method
+        if row.unanswered:
+            click.echo(f"redline: compare: {row.method}: {row.unanswered} of {row.items} "
+                       f"items ended with no answer ({row.unanswered_detail}); give a "
+                       "larger --max-tokens if the budget stopped them", err=True)
     sys.exit(EXIT_OK)
 
 

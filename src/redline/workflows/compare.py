@@ -270,6 +270,11 @@ class MethodRow:
     """Items whose draft was wrong and whose returned answer is right."""
     errors: int = 0
     """Items that ended with ``stop_reason="error"``."""
+    unanswered: int = 0
+    """Items that ended with no answer at all (counted wrong): typically a budget too
+    small for the prompt, so the method never made a call."""
+    unanswered_detail: str | None = None
+    """Why the first of those ended (its ``stop_detail``, else its error)."""
     tokens: int = 0
     calls: int = 0
     seconds: float = 0.0
@@ -308,6 +313,11 @@ class MethodRow:
         self.flips += draft is True and not right
         self.fixes += draft is False and right
         self.errors += line.get("stop_reason") == "error"
+        if line.get("text") is None:
+            self.unanswered += 1
+            if self.unanswered_detail is None:
+                self.unanswered_detail = line.get("stop_detail") or line.get("error") or \
+                    str(line.get("stop_reason"))
         usage = line.get("usage") or {}
         self.tokens += int(usage.get("input_tokens", 0)) + int(usage.get("output_tokens", 0))
         self.calls += int(usage.get("llm_calls", 0))
@@ -319,7 +329,9 @@ class MethodRow:
         return {"method": self.method, "items": self.items, "correct": self.correct,
                 "success": self.success, "ci95": [low, high], "flips": self.flips,
                 "fixes": self.fixes, "flip_rate": self.flip_rate, "fix_rate": self.fix_rate,
-                "errors": self.errors, "tokens_per_item": self.per_item(self.tokens),
+                "errors": self.errors, "unanswered": self.unanswered,
+                "unanswered_detail": self.unanswered_detail,
+                "tokens_per_item": self.per_item(self.tokens),
                 "calls_per_item": self.per_item(self.calls),
                 "seconds_per_item": self.per_item(self.seconds)}
 
@@ -359,9 +371,12 @@ async def acompare(items: Sequence[CompareItem], specs: Mapping[str, RunSpec],
                    ) -> CompareTable:
     """Run every method over `items` into `out` and return the table.
 
-    Methods run one after another (each a batch of `concurrency` items at a time, one
-    `Runner`: one preflight, the loop built once); each finished item is judged (the
-    returned answer and the method's first draft) and its line appended and fsynced.
+    Every method with items to run is preflighted first (its model and critics), so a
+    configuration that cannot work stops the comparison before the output is written
+    or a token spent. Methods then run one after another (each a batch of
+    `concurrency` items at a time, one `Runner`: the loop built once); each finished
+    item is judged (the returned answer and the method's first draft) and its line
+    appended and fsynced.
 
     Args:
         items: the dataset (`read_items(..., model=CompareItem)`).
@@ -374,7 +389,8 @@ async def acompare(items: Sequence[CompareItem], specs: Mapping[str, RunSpec],
         on_result: called with the method and each line once it is written.
 
     Raises:
-        ConfigError: a bad output file, spec or evaluator input; a failed preflight.
+        ConfigError: a bad output file, spec or evaluator input; a failed preflight
+            (nothing written).
     """
     evaluator = evaluator or make_evaluator("auto")
     if evaluator.name in ("tests", "auto", "exact", "numeric", "regex"):
@@ -390,32 +406,66 @@ async def acompare(items: Sequence[CompareItem], specs: Mapping[str, RunSpec],
     for method in specs:
         table.row(method)
     by_id = {item.id: item for item in items}
-    output.start()
-    for method, spec in specs.items():
-        todo = [i for i in items if (method, i.id) not in output.done]
-        if not todo:
-            continue
-        config = spec.build(api_key=api_key)
+    pending = [(method, spec, todo) for method, spec in specs.items()
+               if (todo := [i for i in items if (method, i.id) not in output.done])]
+    first = await _checked_runners(pending, api_key)  # a ConfigError: nothing written
+    try:
+        output.start()
+    except BaseException:
+        if first is not None:
+            await first.config.model.aclose()
+        raise
+    for index, (method, spec, todo) in enumerate(pending):
+        runner = first if index == 0 and first is not None else Runner(
+            spec.build(api_key=api_key))
         try:
             settings = spec.model_dump(mode="json")
             tasks: Iterator[Task] = (i.to_task(system=spec.system) for i in todo)
-            async for result in abatch(tasks, Runner(config), concurrency=concurrency):
+            async for result in abatch(tasks, runner, concurrency=concurrency):
                 item = by_id[result.task.id]
-                first = _first_draft(result)
-                if first == result.text:  # not revised: one verdict for both
-                    right = draft = await evaluator(item, first)
+                draft_text = _first_draft(result)
+                if draft_text == result.text:  # not revised: one verdict for both
+                    right = draft = await evaluator(item, draft_text)
                 else:
                     right, draft = await asyncio.gather(evaluator(item, result.text),
-                                                        evaluator(item, first))
+                                                        evaluator(item, draft_text))
                 line = {"method": method, "correct": right, "draft_correct": draft,
                         **result_line(result, settings)}
                 await asyncio.to_thread(output.write, line)
                 if on_result is not None:
                     on_result(method, line)
         finally:
-            await config.model.aclose()
+            await runner.config.model.aclose()
     _tally(output.path, table)
     return table
+
+
+async def _checked_runners(pending: Sequence[tuple[str, RunSpec, Any]], api_key: str | None
+                           ) -> Runner | None:
+    """Preflight every method that has items to run, before the output is written: a
+    model or critic that cannot work is found before any method spends a token. The
+    first method's `Runner` is returned, checked and ready; the others' models are
+    closed again (a local model's server would otherwise sit idle until its turn).
+
+    Raises:
+        ConfigError: the first method whose preflight fails.
+    """
+    first: Runner | None = None
+    try:
+        for index, (_, spec, _) in enumerate(pending):
+            runner = Runner(spec.build(api_key=api_key))
+            if index == 0:
+                first = runner
+            try:
+                await runner.preflight()
+            finally:
+                if index:
+                    await runner.config.model.aclose()
+    except BaseException:
+        if first is not None:
+            await first.config.model.aclose()
+        raise
+    return first
 
 
 def _needs_for(item: CompareItem, evaluator: str) -> None:
