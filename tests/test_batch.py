@@ -91,6 +91,14 @@ def test_every_bad_line_is_named_in_one_message() -> None:
         assert part in message
 
 
+def test_a_byte_order_mark_is_not_part_of_the_input(tmp_path: Path) -> None:
+    # Windows editors save UTF-8 with a BOM: it must neither break line 1 nor reach a task.
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(b'\xef\xbb\xbf{"id": "a", "task": "q"}\n{"id": "b", "task": "r"}\n')
+    first, second = read_items(source)
+    assert (first.id, first.task, second.task) == ("a", "q", "r")
+
+
 def test_ids_default_to_a_content_hash_and_blank_lines_are_skipped(tmp_path: Path) -> None:
     source = tmp_path / "in.jsonl"
     source.write_text('\n{"task": "q", "metadata": {"tests": "assert 1"}}\n\n'

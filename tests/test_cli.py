@@ -97,6 +97,16 @@ def test_draft_file_with_task(tmp_path: Path) -> None:
         assert s.requests[0].get("response_format")  # a verdict was asked for
 
 
+def test_a_byte_order_mark_is_not_part_of_a_draft_file(tmp_path: Path) -> None:
+    draft = tmp_path / "draft.txt"
+    draft.write_bytes(b"\xef\xbb\xbffirst")  # UTF-8 as Windows editors save it
+    with OpenAICompatServer(handler=grader({"first": 4, "second": 10}, ["second"])) as s:
+        out = run(["refine", "-f", str(draft), "--task", "Make it better", "--base-url",
+                   s.base_url, "--json"])
+    data = json.loads(out.stdout)
+    assert data["rounds"][0]["scored"][0]["candidate"]["text"] == "first"
+
+
 def test_output_file_is_replaced_atomically(tmp_path: Path, server: OpenAICompatServer) -> None:
     target = tmp_path / "answer.md"
     target.write_text("old content")

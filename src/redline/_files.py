@@ -21,7 +21,7 @@ __all__ = ["append_line", "atomic_write", "check_writable", "read_config_text", 
 def read_config_text(path: str | Path, what: str) -> str:
     """The text of `path`, or a `ConfigError` naming `what` when it is unreadable or empty."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = Path(path).read_text(encoding="utf-8-sig")  # a BOM (Notepad) is not data
     except OSError as exc:
         raise ConfigError(f"cannot read {what} {str(path)!r}: {exc.strerror}") from exc
     except UnicodeDecodeError:
@@ -132,7 +132,7 @@ def read_jsonl(path: str | Path, what: str = "file") -> Iterator[tuple[int, Any]
             the file and the line).
     """
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = Path(path).read_text(encoding="utf-8-sig")  # a BOM (Notepad) is not data
     except UnicodeDecodeError:
         raise ConfigError(f"cannot read {what} {str(path)!r}: not UTF-8 text") from None
     except OSError as exc:

@@ -151,7 +151,7 @@ def _read_text(path: str) -> str:
     where = "standard input" if path == "-" else repr(path)
     try:
         data = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
-        return data.decode("utf-8")
+        return data.decode("utf-8-sig")  # a BOM (Notepad) is not part of the text
     except UnicodeDecodeError:
         raise ConfigError(f"cannot read {where}: not UTF-8 text") from None
     except OSError as exc:

@@ -129,7 +129,7 @@ def _trim(message: str) -> str:
 
 def _read_schema(path: Path) -> dict[str, Any]:
     try:
-        schema = json.loads(path.read_text(encoding="utf-8"))
+        schema = json.loads(path.read_text(encoding="utf-8-sig"))
     except OSError as exc:
         raise ConfigError(f"cannot read schema file {str(path)!r}: {exc.strerror}") from exc
     except json.JSONDecodeError as exc:
