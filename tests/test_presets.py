@@ -339,9 +339,16 @@ async def test_resample_keeps_a_passing_draft_and_stops_at_n_drafts() -> None:
         model, lambda t: Critique(critic="f", score=scores[t], passed=False), n=3))
     assert len(model.calls) == 3 and failing.text == "a"  # the best of the n drafts
     assert failing.stop_reason is StopReason.budget and failing.budget_limit == "max_rounds"
-    model = ScriptedChat(["a", "b", "a"])
-    repeated = await redline.arefine("Q", resample(model, Check("z"), n=5))
-    assert len(model.calls) == 3 and repeated.stop_reason is StopReason.converged
+    # A sample that repeats an earlier one spends its round; the next round draws again
+    # (a repair that repeats itself ends the run, an independent draw does not).
+    model = ScriptedChat(["a", "b", "a", "z"])
+    repeated = await redline.arefine("Q", resample(model, Check("z"), n=5, seed=3))
+    assert len(model.calls) == 4 and repeated.text == "z"
+    assert repeated.stop_reason is StopReason.threshold
+    assert [c["seed"] for c in model.calls] == [3, 4, 5, 6]
+    model = ScriptedChat(["a", "a", "a"])
+    stuck = await redline.arefine("Q", resample(model, Check("z"), n=3))
+    assert len(model.calls) == 3 and stuck.stop_reason is StopReason.budget
 
 
 async def test_resample_asks_again_with_the_text_the_task_gave() -> None:

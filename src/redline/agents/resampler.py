@@ -24,6 +24,10 @@ class Resampler(Reviser):
     gave a text to work on (`Task.draft`, the round-0 candidate) is asked with that text
     as it was given, so each sample starts from the original, not from a failed attempt.
 
+    A sample that repeats a candidate the run already has does not end the run as
+    converged (`repeat_converges` is False): its round is spent, and the next round
+    draws again with the next seed, until `n` drafts or a passing one.
+
     Args:
         model: the chat model that samples.
         temperature: the samples' temperature (above 0, or every sample is the same).
@@ -34,6 +38,8 @@ class Resampler(Reviser):
     Raises:
         ConfigError: an unknown prompt name or a system prompt with placeholders.
     """
+
+    repeat_converges = False
 
     def __init__(self, model: ChatModel, *, temperature: float = 0.7, max_tokens: int = 1024,
                  seed: int | None = None, system: str = "generate_system") -> None:

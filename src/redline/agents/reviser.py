@@ -69,6 +69,11 @@ class Reviser:
     that does not show ``$answer`` needs it)."""
     REPEAT_PLACEHOLDERS = frozenset({"task", "answer", "feedback", "memory"})
     """What the reviser fills in `repeat_prompt`."""
+    repeat_converges = True
+    """Whether a revision that returns a candidate the run already has ends the run as
+    converged (a repair that changes nothing will not change on the next round either).
+    A reviser whose every round is an independent draw (`Resampler`) sets it False:
+    the repeat spends its round, and the next round draws again."""
 
     def __init__(self, model: ChatModel, *, mode: ReviseMode = "rewrite",
                  temperature: float = 0.3, max_tokens: int = 1024,

@@ -359,7 +359,7 @@ def _decide(cfg: RefineConfig, state: RefineState) -> Stop | None:
         return Stop(reason=StopReason.verified,
                     detail="no critic flagged a failure (revise_when='on_failure')")
     revisions = rounds[-1].index
-    if revisions >= 1:
+    if revisions >= 1 and (cfg.reviser is None or cfg.reviser.repeat_converges):
         latest = rounds[-1].scored
         earlier = {s.candidate.id: r.index for r in rounds[:-1] for s in r.scored}
         repeats = [earlier[s.candidate.id] for s in latest if s.candidate.id in earlier]

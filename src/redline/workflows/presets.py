@@ -280,8 +280,9 @@ def resample(model: ChatModel, critic: CriticsLike | None = None, n: int = 8, *,
     The critic must be able to fail an answer: tests (given, the task's examples,
     generated) or a judge with a verdict; a reward model's score alone never fails one.
 
-    A sample that repeats an earlier candidate ends the run ``converged`` (the model
-    keeps giving the same answer).
+    A sample that repeats an earlier candidate spends its round without ending the run
+    (samples are independent draws; the next round draws with the next seed), so a run
+    that fails stops only at `n` drafts or another budget.
 
     Args:
         model: drafts (greedy unless ``temperature`` is given) and samples.
