@@ -171,6 +171,39 @@ async def test_doctests_from_a_prompt_with_a_fenced_stub() -> None:
     assert wrong.score == 0.5
 
 
+# HumanEval/51's stub: "\n" in a docstring that is not raw puts a real line break in an
+# example, which doctest cannot read ("inconsistent leading whitespace").
+NEWLINE_STUB = ('''def strip_x(text):
+    """Remove every "x".
+    >>> strip_x('')
+    ''
+    >>> strip_x("ax\nb")
+    'a\nb'
+    >>> strip_x('xxa')
+    'a'
+    """
+''')
+
+
+async def test_an_unreadable_example_is_skipped_and_the_others_run() -> None:
+    task = Task(prompt=f"Complete this function:\n```python\n{NEWLINE_STUB}```")
+    critic = DoctestCritic()
+    suite = critic.suite_for(task)
+    assert suite.names == [">>> strip_x('')", ">>> strip_x('xxa')"]
+    assert len(suite.unreadable) == 1 and suite.unreadable[0].startswith(
+        '>>> strip_x("ax (line 5 has inconsistent leading whitespace')
+    right = await critic.critique(task, Candidate(
+        text="def strip_x(text):\n    return text.replace('x', '')\n"))
+    assert (right.score, right.passed, right.evidence["tests"]) == (1.0, True, 2)
+    assert right.evidence["unreadable_examples"] == list(suite.unreadable)
+    wrong = await critic.critique(task, Candidate(text="def strip_x(text):\n    return text\n"))
+    assert wrong.passed is False and wrong.score == 0.5
+    # Examples none of which can be read: an error that names the problem.
+    only_bad = Task(prompt='def f(s):\n    """\n    >>> f("a\\nb")\n    \'a\\nb\'\n    """\n')
+    with pytest.raises(CriticError, match="cannot be read: .*inconsistent leading"):
+        await critic.critique(only_bad, Candidate(text="def f(s):\n    return s\n"))
+
+
 async def test_candidate_objects_and_exceptions_cross_as_data() -> None:
     code = ("class Stack:\n    def __init__(self):\n        self.items = []\n"
             "    def push(self, x):\n        self.items.append(x)\n"

@@ -101,10 +101,14 @@ class PythonTestsCritic(Critic):
                               "metadata['entry_point']", critic=self.name) from exc
 
     async def critique(self, task: Task, candidate: Candidate) -> Critique:
+        suite = self.suite_for(task)
         report = await run_tests(self.sandbox or default_sandbox(),
-                                 extract_python(candidate.text), self.suite_for(task),
+                                 extract_python(candidate.text), suite,
                                  timeout=self.timeout, test_timeout=self.test_timeout)
-        return report_critique(self.name, report, max_feedback_chars=self.max_feedback_chars)
+        # Examples doctest could not read were skipped: the evidence says which.
+        skipped = {"unreadable_examples": list(suite.unreadable)} if suite.unreadable else None
+        return report_critique(self.name, report, max_feedback_chars=self.max_feedback_chars,
+                               evidence=skipped)
 
 
 class DoctestCritic(PythonTestsCritic):
@@ -124,9 +128,9 @@ class DoctestCritic(PythonTestsCritic):
         text = examples_text(task.prompt)
         if not has_examples(text) and task.draft is not None:
             text = examples_text(task.draft)
-        try:
+        try:  # a malformed example is skipped (`TestSuite.unreadable`) while others read
             return TestSuite.from_doctests(text)
-        except ValueError as exc:  # a malformed example (bad indentation of its output)
+        except ValueError as exc:  # there are examples, and none can be read
             raise CriticError(f"critic {self.name!r}: the examples in task {task.id!r} "
                               f"cannot be read: {exc}", critic=self.name) from exc
 

@@ -57,6 +57,8 @@ class TestSuite:
     source: str
     steps: tuple[dict[str, Any], ...]
     entry_point: str | None = None
+    unreadable: tuple[str, ...] = ()
+    """Examples `from_doctests` skipped because doctest cannot read them (why, each)."""
 
     @property
     def names(self) -> list[str]:
@@ -121,11 +123,16 @@ class TestSuite:
         When `text` is Python (a HumanEval prompt: a signature and a docstring), the
         examples are read from its docstrings, as doctest does; otherwise from the text.
 
+        An example doctest cannot read (an expected output less indented than its
+        ``>>>``, as when a docstring that is not raw writes ``"a\\nb"``) is skipped and
+        named in `unreadable`, so one bad example does not hide the others.
+
         Raises:
-            ValueError: an example is malformed (doctest's message).
+            ValueError: there are examples and none can be read (doctest's message).
         """
         steps: list[dict[str, Any]] = []
-        for example in _examples(text):
+        found, unreadable = _examples(text)
+        for example in found:
             name = ">>> " + example.source.strip().splitlines()[0]
             steps.append({"kind": "doctest", "name": name, "source": example.source,
                           "want": example.want, "exc_msg": example.exc_msg,
@@ -134,24 +141,54 @@ class TestSuite:
         for i, step in enumerate(steps):  # names must be unique
             if names.count(step["name"]) > 1:
                 step["name"] += f" (example {i + 1})"
-        return cls(source="", steps=tuple(steps))
+        return cls(source="", steps=tuple(steps), unreadable=tuple(unreadable))
 
 
-def _examples(text: str) -> list[doctest.Example]:
-    parser = doctest.DocTestParser()
+def _examples(text: str) -> tuple[list[doctest.Example], list[str]]:
+    """The examples in `text` and why each unreadable one was skipped."""
+    unreadable: list[str] = []
     try:
         tree = ast.parse(text)
     except SyntaxError:  # not Python: take the text as it is, minus docstring quotes
-        examples = parser.get_examples(text)
+        examples = _readable_examples(text, unreadable)
         for example in examples:  # the expected output ends where a docstring does
             lines = example.want.splitlines(keepends=True)
             ends = [i for i, ln in enumerate(lines) if ln.lstrip().startswith(('"""', "'''"))]
             example.want = "".join(lines[:ends[0]] if ends else lines)
-        return examples
-    docs = [ast.get_docstring(node) for node in ast.walk(tree)
-            if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef
-                          | ast.AsyncFunctionDef)]
-    return [e for doc in docs if doc for e in parser.get_examples(doc)]
+    else:
+        docs = [ast.get_docstring(node) for node in ast.walk(tree)
+                if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef
+                              | ast.AsyncFunctionDef)]
+        examples = [e for doc in docs if doc for e in _readable_examples(doc, unreadable)]
+    if unreadable and not examples:
+        raise ValueError(unreadable[0])
+    return examples, unreadable
+
+
+def _readable_examples(text: str, unreadable: list[str]) -> list[doctest.Example]:
+    """doctest's examples of `text`; when one is malformed, each example is read on its
+    own (from its ``>>>`` line to the next) and the malformed ones are skipped, their
+    reasons added to `unreadable`."""
+    parser = doctest.DocTestParser()
+    try:
+        return parser.get_examples(text)
+    except ValueError:
+        pass
+    lines = text.splitlines(keepends=True)
+    starts = [i for i, line in enumerate(lines) if line.lstrip().startswith(">>>")]
+    examples: list[doctest.Example] = []
+    for start, end in zip(starts, [*starts[1:], len(lines)], strict=True):
+        try:
+            found = parser.get_examples("".join(lines[start:end]))
+        except ValueError as exc:
+            where = re.sub(r"line (\d+) of the docstring for <string>",
+                           lambda m, at=start: f"line {at + int(m.group(1))}", str(exc))
+            unreadable.append(f"{lines[start].strip()[:80]} ({where})")
+            continue
+        for example in found:
+            example.lineno += start
+        examples.extend(found)
+    return examples
 
 
 @dataclass(frozen=True)
