@@ -131,7 +131,7 @@ class OpenAICompatServer:
         self._connections: set[socket.socket] = set()
         self._accepted = 0
         self._closed = False
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
+        self._httpd = _HTTPServer(("127.0.0.1", 0), _make_handler(self))
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
             name=f"OpenAICompatServer:{self.port}", daemon=True)
@@ -233,6 +233,14 @@ def _last_user_text(request: dict[str, Any]) -> str:
         if isinstance(message, dict) and message.get("role") == "user":
             return str(message.get("content") or "")
     return ""
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    # socketserver listens with a backlog of 5: when a client opens dozens of
+    # connections at once and the accepting thread falls behind (a loaded machine), the
+    # kernel drops the overflow and the client waits on connections the server never
+    # sees (a CI run hung on 64 concurrent calls). Real servers listen with 128-2048.
+    request_queue_size = 1024
 
 
 def _error(status: int, message: str) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ast
 import doctest
+import functools
 import json
 import os
 import re
@@ -165,6 +166,11 @@ def _examples(text: str) -> tuple[list[doctest.Example], list[str]]:
     return examples, unreadable
 
 
+def _line_in(offset: int, match: re.Match[str]) -> str:
+    """doctest's "line N of the docstring" of a piece that starts at line `offset`."""
+    return f"line {offset + int(match.group(1))}"
+
+
 def _readable_examples(text: str, unreadable: list[str]) -> list[doctest.Example]:
     """doctest's examples of `text`; when one is malformed, each example is read on its
     own (from its ``>>>`` line to the next) and the malformed ones are skipped, their
@@ -182,7 +188,7 @@ def _readable_examples(text: str, unreadable: list[str]) -> list[doctest.Example
             found = parser.get_examples("".join(lines[start:end]))
         except ValueError as exc:
             where = re.sub(r"line (\d+) of the docstring for <string>",
-                           lambda m, at=start: f"line {at + int(m.group(1))}", str(exc))
+                           functools.partial(_line_in, start), str(exc))
             unreadable.append(f"{lines[start].strip()[:80]} ({where})")
             continue
         for example in found:
