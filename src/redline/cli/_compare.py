@@ -54,7 +54,8 @@ def compare_command(**opts: Any) -> None:
           --max-tokens 6000 -o cmp.jsonl --evaluator tests -c doctest
 
     \b
-    Exit codes: 0 done; 2 bad input or configuration (nothing run); 130 interrupted
+    Exit codes: 0 done; 2 bad input or configuration, every method checked first
+    (nothing run or written); 130 interrupted
     (--resume continues).
     """
     from redline.workflows.batch import read_items
