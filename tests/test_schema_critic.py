@@ -122,6 +122,11 @@ def test_unusable_schemas_are_config_errors(tmp_path: Path) -> None:
     (tmp_path / "bad.json").write_text("{oops")
     with pytest.raises(ConfigError, match="is not JSON"):
         SchemaCritic(tmp_path / "bad.json")
+    (tmp_path / "latin1.json").write_bytes(b'{"title": "caf\xe9"}')
+    with pytest.raises(ConfigError, match="not UTF-8 text"):
+        SchemaCritic(tmp_path / "latin1.json")
+    (tmp_path / "bom.json").write_bytes(b"\xef\xbb\xbf" + json.dumps(INVOICE_SCHEMA).encode())
+    assert SchemaCritic(tmp_path / "bom.json").gate  # saved by Notepad: read as it was meant
     with pytest.raises(ConfigError, match=r"invalid JSON Schema at \$.type"):
         SchemaCritic({"type": "objekt"})
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
+from redline._files import read_config_text
 from redline.critics._json import find_json
 from redline.critics.base import Critic
 from redline.errors import ConfigError, MissingDependencyError
@@ -128,10 +129,9 @@ def _trim(message: str) -> str:
 
 
 def _read_schema(path: Path) -> dict[str, Any]:
+    text = read_config_text(path, "schema file")  # unreadable, not UTF-8, empty; a BOM
     try:
-        schema = json.loads(path.read_text(encoding="utf-8-sig"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read schema file {str(path)!r}: {exc.strerror}") from exc
+        schema = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"schema file {str(path)!r} is not JSON: {exc.msg} at line "
                           f"{exc.lineno}") from exc
