@@ -4,6 +4,7 @@ loopback OpenAI-compatible server, the real plugin registry and the real sandbox
 from __future__ import annotations
 
 import json
+import re
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,16 @@ def test_presets_list_names_every_method_with_its_paper() -> None:
     assert "Shinn et al. 2023" in table.stdout
     shown = run("presets", "show", "self_debug")
     assert shown.exit_code == 0 and "explain" in shown.stdout and "Self-Debug" in shown.stdout
+
+
+def test_every_built_in_preset_is_named_in_the_help() -> None:
+    from redline.workflows.presets import PRESETS
+
+    for command in ("refine", "batch"):
+        [option] = [p for p in cli.commands[command].params if p.name == "preset"]
+        named = set(re.findall(r"[a-z-]+", (option.help or "").split("(")[0]))
+        missing = [name for name in PRESETS if name not in named]
+        assert not missing, f"redline {command} --help: --preset does not name {missing}"
 
 
 @pytest.mark.parametrize(("args", "message"), [

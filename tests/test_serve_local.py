@@ -41,6 +41,13 @@ def test_serve_on_the_embedded_model(tmp_path: Path) -> None:
         chunks = list(client.chat.completions.create(model="redline/refine",
                                                      messages=messages, stream=True))
         assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        tools = [{"type": "function", "function": {"name": "now", "parameters": {
+            "type": "object", "properties": {}}}}]
+        with pytest.raises(openai.BadRequestError) as refused:  # no upstream to pass it to
+            client.chat.completions.create(model="redline/refine", messages=messages,
+                                           tools=tools)
+        assert refused.value.code == "passthrough_unavailable"
+        assert "the model of run 'refine' is not served over HTTP" in refused.value.message
     finally:
         proc.terminate()
         proc.wait(60)

@@ -40,6 +40,7 @@ class Resampler(Reviser):
     """
 
     repeat_converges = False
+    round_noun = "new draft"
 
     def __init__(self, model: ChatModel, *, temperature: float = 0.7, max_tokens: int = 1024,
                  seed: int | None = None, system: str = "generate_system") -> None:

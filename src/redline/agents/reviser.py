@@ -74,6 +74,9 @@ class Reviser:
     converged (a repair that changes nothing will not change on the next round either).
     A reviser whose every round is an independent draw (`Resampler`) sets it False:
     the repeat spends its round, and the next round draws again."""
+    round_noun = "revision"
+    """What one of its rounds makes, in messages such as the ``max_rounds`` stop's
+    ("2 of 2 revisions done"); `Resampler`'s rounds make new drafts."""
 
     def __init__(self, model: ChatModel, *, mode: ReviseMode = "rewrite",
                  temperature: float = 0.3, max_tokens: int = 1024,

@@ -152,8 +152,8 @@ _RUN_OPTIONS = [
                  help="Stop as converged after this many rounds without a gain."),
     click.option("--preset", metavar="NAME",
                  help="A research method's configuration: self-refine, reflexion, critic, "
-                      "self-debug, best-of-n (see `redline presets list`). -c fills its "
-                      "critic; flags you give override its settings."),
+                      "self-debug, best-of-n, resample, single (see `redline presets "
+                      "list`). -c fills its critic; flags you give override its settings."),
     click.option("--select", type=click.Choice(["score", "vote"]), default="score",
                  show_default=True,
                  help="Return the best-scored answer, or the majority final answer (vote)."),

@@ -57,8 +57,9 @@ def report_command(results_file: str, output: str | None, title: str | None, ope
         die(f"cannot write {target!r}: {exc.strerror or exc}", EXIT_FAILED)
     if not quiet:
         items = len({e.id for e in results.entries})
-        click.echo(f"redline: report: {items:,} item{'s' if items != 1 else ''} "
-                   f"({len(results.entries):,} runs) in {target!r}, "
+        runs = len(results.entries)
+        click.echo(f"redline: report: {items:,} item{'s' * (items != 1)} "
+                   f"({runs:,} run{'s' * (runs != 1)}) in {target!r}, "
                    f"{len(page.encode('utf-8')) / 1e6:.2f} MB", err=True)
         for note in results.notes:
             click.echo(f"redline: warning: {note}", err=True)

@@ -282,8 +282,8 @@ class _Server:
         upstream = self.runs.upstream(plan.run)
         if upstream is None:
             raise ApiError(400, f"this request needs the upstream model as it is "
-                           f"({plan.reason}), and run {plan.run!r}'s model is not served over "
-                           "HTTP (the embedded or an in-process model)",
+                           f"({plan.reason}), and the model of run {plan.run!r} is not served "
+                           "over HTTP (the embedded or an in-process model)",
                            code="passthrough_unavailable")
         self.metrics.passthrough[(plan.run, plan.reason)] += 1
         assert self.http is not None

@@ -381,8 +381,9 @@ def _decide(cfg: RefineConfig, state: RefineState) -> Stop | None:
                     detail=f"{drafts} draft{'s' * (drafts != 1)} scored, {how} returned "
                            "(max_rounds=0: no revision asked for)")
     if revisions >= cfg.budget.max_rounds:
+        noun = "revision" if cfg.reviser is None else cfg.reviser.round_noun
         return Stop(reason=StopReason.budget, limit="max_rounds",
-                    detail=f"max_rounds: {revisions} of {cfg.budget.max_rounds} revisions done")
+                    detail=f"max_rounds: {revisions} of {cfg.budget.max_rounds} {noun}s done")
     try:
         Meter(cfg.budget, state.get("usage") or Usage(), _elapsed(state),
               margin=cfg.seconds_margin).check_seconds()
