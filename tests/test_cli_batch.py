@@ -262,6 +262,36 @@ def test_a_checkpoint_resumes_an_item_in_flight_mid_loop(tmp_path: Path) -> None
     assert doc["stop_reason"] == "threshold"
 
 
+def test_a_checkpoint_that_cannot_be_one_is_refused_before_anything_runs(tmp_path: Path
+                                                                        ) -> None:
+    pytest.importorskip("langgraph.checkpoint.sqlite.aio")
+    source, out = write_items(tmp_path / "in.jsonl", ["a", "b"]), tmp_path / "out.jsonl"
+    garbage = tmp_path / "garbage.db"
+    garbage.write_text("not a database\n")
+    cases = [
+        ([str(garbage), "--resume"], "is not a SQLite database"),
+        ([str(source), "--resume"], "is not a SQLite database"),  # the input, by mistake
+        ([str(tmp_path / "no" / "ck.db")], "folder"),
+        ([str(tmp_path)], "is not a file"),
+    ]
+    with OpenAICompatServer(handler=judged()) as server:
+        for args, message in cases:
+            result = batch(str(source), "-o", str(out), "--base-url", server.base_url,
+                           "--checkpoint", *args)
+            assert result.returncode == 2, result.stderr
+            assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+            assert not out.exists()
+        assert server.requests == []
+        # The output file given as its own checkpoint: refused, the output left as it was.
+        assert batch(str(source), "-o", str(out), "--base-url", server.base_url).returncode == 0
+        kept, before = out.read_bytes(), len(server.requests)
+        same = batch(str(source), "-o", str(out), "--base-url", server.base_url,
+                     "--checkpoint", str(out), "--resume")
+        assert len(server.requests) == before
+    assert same.returncode == 2 and "is the output file" in same.stderr, same.stderr
+    assert out.read_bytes() == kept
+
+
 def _checkpoints(db: Path) -> int:
     import sqlite3
 

@@ -368,10 +368,8 @@ async def arun_batch(spec: RunSpec, items: Sequence[BatchItem], out: str | Path,
         asyncio.CancelledError: cancelled (the finished items' lines are kept).
     """
     output, summary = open_output(spec, items, out, resume=resume, summary=summary)
-    if checkpoint is not None and not resume and Path(checkpoint).exists() \
-            and Path(checkpoint).stat().st_size > 0:
-        raise ConfigError(f"checkpoint {str(checkpoint)!r} exists: add --resume to continue "
-                          "the batch it belongs to, or choose another file")
+    if checkpoint is not None:
+        _check_checkpoint(checkpoint, out, resume=resume)
     config = spec.build(api_key=api_key, model=model)
     try:
         if checkpoint is None:
@@ -379,6 +377,7 @@ async def arun_batch(spec: RunSpec, items: Sequence[BatchItem], out: str | Path,
                              on_start, on_result)
         else:
             async with _sqlite_saver(checkpoint) as saver:
+                await _opened(saver, checkpoint)
                 await _write_all(Runner(config, checkpointer=saver), spec, items, output,
                                  concurrency, summary, on_start, on_result)
     except asyncio.CancelledError:
@@ -428,6 +427,54 @@ async def _write_all(runner: Runner, spec: RunSpec, items: Sequence[BatchItem],
         summary.add(result)
         if on_result is not None:
             on_result(result)
+
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database
+
+
+def _check_checkpoint(path: str | Path, out: str | Path, *, resume: bool) -> None:
+    """Check a batch's ``--checkpoint`` file before anything runs or is written: a new
+    file in an existing folder, or (with `resume`) a SQLite database; never the output.
+
+    Raises:
+        ConfigError: one line saying what is wrong with it.
+    """
+    target, shown = Path(path), str(path)
+    if target.resolve() == Path(out).resolve() or (
+            target.exists() and Path(out).exists() and target.samefile(out)):
+        raise ConfigError(f"checkpoint {shown!r} is the output file: give the checkpoint a "
+                          "file of its own (e.g. OUT.ckpt.db)")
+    if not target.exists():
+        if not target.parent.is_dir():
+            raise ConfigError(f"checkpoint {shown!r}: folder {str(target.parent)!r} does "
+                              "not exist")
+        return
+    if not target.is_file():
+        raise ConfigError(f"checkpoint {shown!r} is not a file")
+    if target.stat().st_size == 0:
+        return
+    if not resume:
+        raise ConfigError(f"checkpoint {shown!r} exists: add --resume to continue the batch "
+                          "it belongs to, or choose another file")
+    try:
+        with target.open("rb") as f:
+            head = f.read(len(_SQLITE_MAGIC))
+    except OSError as exc:
+        raise ConfigError(f"cannot read checkpoint {shown!r}: {exc.strerror}") from None
+    if head != _SQLITE_MAGIC:
+        raise ConfigError(f"checkpoint {shown!r} is not a SQLite database (a batch "
+                          "checkpoint is one): choose another file")
+
+
+async def _opened(saver: Any, path: str | Path) -> None:
+    """Open the checkpoint's tables now, so that a database SQLite refuses is one line
+    before the output is written, not an error in every item."""
+    import sqlite3
+
+    try:
+        await saver.setup()
+    except sqlite3.Error as exc:
+        raise ConfigError(f"checkpoint {str(path)!r}: SQLite cannot use it ({exc})") from None
 
 
 def _sqlite_saver(path: str | Path) -> Any:
