@@ -99,6 +99,27 @@ def test_a_byte_order_mark_is_not_part_of_the_input(tmp_path: Path) -> None:
     assert (first.id, first.task, second.task) == ("a", "q", "r")
 
 
+def test_unicode_line_separators_inside_strings_do_not_split_a_line(tmp_path: Path) -> None:
+    # JSON strings may hold U+2028, U+2029 and U+0085 raw; str.splitlines splits at them.
+    source = tmp_path / "in.jsonl"
+    tasks = ["Say\u2028hi", "one\u2029two", "next\x85line", "old\x1cmac"]
+    source.write_text("".join(json.dumps({"id": f"t{k}", "task": t}, ensure_ascii=False)
+                              + "\r\n" for k, t in enumerate(tasks)), encoding="utf-8")
+    assert [item.task for item in read_items(source)] == tasks
+
+
+def test_json_that_python_reads_but_cannot_use_is_a_bad_line() -> None:
+    deep = '{"task": "q", "metadata": {"x": ' + "[" * 100_000 + "]" * 100_000 + "}}"
+    lonely = '{"id": "s", "task": "Say \\ud800 hi"}'
+    pair = '{"id": "p", "task": "Say \\ud83d\\ude00 hi"}'  # a whole pair is text: kept
+    with pytest.raises(ConfigError) as info:
+        read_items([deep, lonely, pair], name="IN.jsonl")
+    message = str(info.value)
+    assert message.startswith("IN.jsonl: 2 bad lines: line 1: not JSON (nested too deep); "
+                              "line 2: not JSON (a \\u escape leaves half a surrogate pair")
+    assert read_items([pair])[0].task == "Say \U0001f600 hi"
+
+
 def test_ids_default_to_a_content_hash_and_blank_lines_are_skipped(tmp_path: Path) -> None:
     source = tmp_path / "in.jsonl"
     source.write_text('\n{"task": "q", "metadata": {"tests": "assert 1"}}\n\n'

@@ -380,6 +380,15 @@ def test_report_errors_are_one_line_and_exit_2(tmp_path: Path) -> None:
     assert same.exit_code == 2 and "would replace its input" in same.output
     missing = CliRunner().invoke(cli, ["report", str(bad), "-o", str(tmp_path / "no/r.html")])
     assert missing.exit_code == 2 and "does not exist" in missing.output
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)  # valid JSON, too deep to parse
+    for source in (deep, bad.with_name("deep.jsonl")):
+        source.write_text(deep.read_text() + "\n" + '{"nope": 1}\n')
+        result = CliRunner().invoke(cli, ["report", str(source), "-o", str(tmp_path / "d.html")])
+        assert result.exit_code == 2, result.output
+        assert result.output.count("\n") == 1 and "line 1: not JSON (nested too deep)" \
+            in result.output
+    assert not (tmp_path / "d.html").exists()
 
 
 # --- the parts -----------------------------------------------------------------------

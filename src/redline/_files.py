@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import stat
 import tempfile
 from collections.abc import Iterator
@@ -14,8 +15,40 @@ from typing import Any
 
 from redline.errors import ConfigError
 
-__all__ = ["append_line", "atomic_write", "check_writable", "read_config_text", "read_jsonl",
-           "write_output"]
+__all__ = ["append_line", "atomic_write", "check_writable", "json_lines", "parse_json",
+           "read_config_text", "read_jsonl", "write_output"]
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")  # \uD800-\uDFFF, half of a pair or alone
+
+
+def json_lines(text: str) -> list[str]:
+    """The lines of a JSONL text, split at line feeds only (a ``\\r`` before one is
+    dropped). `str.splitlines` also splits at U+2028, U+2029, U+0085 and other
+    characters that JSON strings may hold raw, which would cut a valid line in two."""
+    return [line.removesuffix("\r") for line in text.split("\n")]
+
+
+def parse_json(text: str | bytes) -> Any:
+    """`json.loads`, with two inputs it would pass on reported as bad JSON: nesting too
+    deep for the parser (a `RecursionError`) and a ``\\uD800``-style escape that leaves
+    half a surrogate pair (a string that cannot be written as UTF-8 later).
+
+    Raises:
+        json.JSONDecodeError: the text is not JSON, or one of the two above (``msg``
+            says which).
+    """
+    shown = text if isinstance(text, str) else text.decode("utf-8", "replace")
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise json.JSONDecodeError("nested too deep", shown, 0) from None
+    if (found := _SURROGATE_ESCAPE.search(shown)) is not None:  # rare: only then check
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise json.JSONDecodeError("a \\u escape leaves half a surrogate pair, which is "
+                                       "not text", shown, found.start()) from None
+    return value
 
 
 def read_config_text(path: str | Path, what: str) -> str:
@@ -137,11 +170,11 @@ def read_jsonl(path: str | Path, what: str = "file") -> Iterator[tuple[int, Any]
         raise ConfigError(f"cannot read {what} {str(path)!r}: not UTF-8 text") from None
     except OSError as exc:
         raise ConfigError(f"cannot read {what} {str(path)!r}: {exc.strerror or exc}") from None
-    for number, line in enumerate(text.splitlines(), 1):
+    for number, line in enumerate(json_lines(text), 1):
         if not line.strip():
             continue
         try:
-            yield number, json.loads(line)
+            yield number, parse_json(line)
         except json.JSONDecodeError as exc:
             raise ConfigError(f"{path}, line {number}: not JSON ({exc.msg})") from None
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from redline._files import json_lines
 from redline.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, cli
 from redline.cli._options import api_key_from, run_options, spec_from_options
 from redline.errors import ConfigError
@@ -70,7 +71,7 @@ def batch_command(**opts: Any) -> None:
 
     spec = spec_from_options(opts)
     if opts["input_file"] == "-":
-        items = read_items(sys.stdin.read().splitlines(), name="standard input")
+        items = read_items(json_lines(sys.stdin.read()), name="standard input")
     else:
         items = read_items(opts["input_file"])
     summary = BatchSummary()

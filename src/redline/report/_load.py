@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
+from redline._files import json_lines, parse_json
 from redline.errors import ConfigError
 from redline.types import RefineResult
 
@@ -95,7 +96,7 @@ def load_results(path: str | Path) -> Results:
         raise ConfigError(f"{name!r} is empty: give a batch output, a compare output or a "
                           "`redline refine --json` result")
     try:  # one JSON document: `redline refine --json` (indented, several lines)
-        whole = json.loads(text)
+        whole = parse_json(text)
     except json.JSONDecodeError:
         whole = None
     if isinstance(whole, dict) and "schema_version" in whole:
@@ -110,13 +111,13 @@ def load_results(path: str | Path) -> Results:
 def _lines(text: str, name: str, notes: list[str]) -> Iterator[tuple[int, Any]]:
     """Each non-blank line's JSON value; a last line that is not JSON (a batch torn by a
     crash) is skipped with a note, one elsewhere is an error."""
-    lines = text.splitlines()
+    lines = json_lines(text)
     last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
     for i, line in enumerate(lines):
         if not line.strip():
             continue
         try:
-            yield i + 1, json.loads(line)
+            yield i + 1, parse_json(line)
         except json.JSONDecodeError as exc:
             if i == last:
                 notes.append(f"line {i + 1} is not JSON and was skipped (a last line torn "

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from redline._files import append_line, check_writable
+from redline._files import append_line, check_writable, parse_json
 from redline.errors import ConfigError
 from redline.types import RefineResult
 
@@ -104,7 +104,7 @@ class BatchOutput:
         values = []
         for i, (number, starts, raw) in enumerate(numbered):
             try:
-                values.append((number, json.loads(raw)))
+                values.append((number, parse_json(raw)))
             except ValueError:
                 if i < len(numbered) - 1 or self.torn_line is not None:
                     raise ConfigError(f"{name!r}, line {number}: not JSON; the file is "

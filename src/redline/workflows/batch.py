@@ -34,7 +34,7 @@ from typing import Any, TypeVar, overload
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from redline._aio import gc_frozen
-from redline._files import read_config_text
+from redline._files import json_lines, parse_json, read_config_text
 from redline.errors import ConfigError, MissingDependencyError, RedlineError
 from redline.llm import ChatModel
 from redline.types import RefineResult, StopReason, Task, Usage, content_hash
@@ -107,7 +107,7 @@ def read_items(source: str | Path | Iterable[str], *, name: str | None = None,
     """
     if isinstance(source, str | Path):
         name = name or str(source)
-        lines: Iterable[str] = read_config_text(source, "batch input").splitlines()
+        lines: Iterable[str] = json_lines(read_config_text(source, "batch input"))
     else:
         name = name or "input"
         lines = source
@@ -142,7 +142,7 @@ def read_items(source: str | Path | Iterable[str], *, name: str | None = None,
 def _item(line: str, model: type[Any]) -> tuple[Any, str | None, bool]:
     """The item on one line or what is wrong with it, and whether its id is derived."""
     try:
-        data = json.loads(line)
+        data = parse_json(line)
     except ValueError as exc:
         return None, f"not JSON ({getattr(exc, 'msg', exc)})", False
     if not isinstance(data, dict):

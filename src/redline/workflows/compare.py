@@ -35,6 +35,7 @@ from typing import Any
 
 from pydantic import Field
 
+from redline._files import json_lines, parse_json
 from redline.errors import ConfigError
 from redline.types import Budget, RefineResult, Task
 from redline.workflows._batch_output import BatchOutput, result_line
@@ -478,12 +479,11 @@ def _needs_for(item: CompareItem, evaluator: str) -> None:
 
 def _tally(path: Path, table: CompareTable) -> None:
     """The table from every line of the output (this run's and a resumed one's)."""
-    import json
 
-    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines()):
+    for number, raw in enumerate(json_lines(path.read_text(encoding="utf-8"))):
         if number == 0 or not raw.strip():
             continue
-        line = json.loads(raw)
+        line = parse_json(raw)
         table.row(line["method"]).add(line)
 
 
