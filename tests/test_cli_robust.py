@@ -95,6 +95,16 @@ def test_non_utf8_stdin_is_one_line_and_exit_2() -> None:
     assert out.stderr == "redline: error: cannot read standard input: not UTF-8 text\n"
 
 
+def test_a_task_argument_that_is_not_utf8_is_one_line_and_exit_2() -> None:
+    # The shell hands Python the bytes; it decodes them with surrogateescape, and the
+    # task then cannot be sent (it broke inside the first model call, exit 3).
+    for args in ([b"hi \xff there"], ["Q", "--system", b"be \xfe terse"]):
+        out = redline("refine", *args, "--base-url", "http://127.0.0.1:9/v1")  # type: ignore[arg-type]
+        assert out.returncode == 2, out.stderr
+        assert out.stderr.count("\n") == 1 and "is not UTF-8 text (character 4" \
+            in out.stderr, out.stderr
+
+
 def test_a_server_that_is_down_is_found_before_any_work(tmp_path: Path) -> None:
     target = tmp_path / "out.txt"
     out = redline("refine", "Q", "--base-url", "http://127.0.0.1:9/v1", "-o", str(target))

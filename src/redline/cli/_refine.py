@@ -144,6 +144,12 @@ def _read_task(opts: dict[str, Any], *, system: str | None) -> Task:
 def _task(prompt: str, draft: str | None = None, system: str | None = None) -> Task:
     if not prompt.strip():
         raise ConfigError("the task is empty: say what the model should produce")
+    for what, text in (("the task", prompt), ("--system", system or "")):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:  # argv bytes that are not UTF-8 (surrogateescape)
+            raise ConfigError(f"{what} is not UTF-8 text (character {exc.start + 1} is not "
+                              "valid): check the terminal's or the script's encoding") from None
     return Task(prompt=prompt.strip(), draft=draft, system=system)
 
 
