@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -252,6 +253,57 @@ def test_a_body_too_large_is_413(serve: Serve) -> None:
     assert info.value.response.json()["error"]["code"] == "request_too_large"
 
 
+def test_a_body_nested_too_deeply_is_a_400_and_the_server_stays_up(serve: Serve) -> None:
+    deep = "[" * 9000 + "]" * 9000  # 18 KB, under --max-body; past the JSON parser's depth
+    response = httpx.post(f"{serve.base_url}/chat/completions", content=deep, timeout=30)
+    assert response.status_code == 400
+    assert response.headers["content-type"] == "application/json"
+    error = response.json()["error"]
+    assert (error["type"], error["code"]) == ("invalid_request_error", "invalid_json")
+    assert error["message"] == "the body is nested more than 256 levels deep"
+    again = serve.client().chat.completions.create(model="redline/refine", messages=QUESTION)
+    assert again.choices[0].message.content == REVISED
+
+
+@pytest.mark.parametrize(("body", "param", "message"), [
+    ('{"model": "redline/refine", "messages": [{"role": "user", "content": "Paris \\ud800"}]}',
+     "messages[0].content", "messages[0].content is not valid Unicode text: it holds a lone "
+     "surrogate"),
+    ('{"model": "redline/refine", "messages": [{"role": "user", "content": "Hi"}], '
+     '"tools": [{"type": "function", "function": {"name": "\\udfff"}}]}',
+     "tools[0].function.name", "tools[0].function.name is not valid Unicode text"),
+    ('{"model": 5, "messages": [{"role": "user", "content": "Hi"}]}',
+     "model", "'model' must be a string (redline/refine), got a number"),
+    ('{"model": "redline/refine", "messages": [{"role": "user", "content": [5]}]}',
+     "messages[0].content[0]", "messages[0].content[0] must be a content part: an object "
+     "with a string 'type'"),
+    ('{"model": "redline/refine", "messages": [{"role": "user", "content": '
+     '[{"type": "text", "text": 5}]}]}',
+     "messages[0].content[0].text", "messages[0].content[0].text must be a string, got a "
+     "number"),
+    ('{"model": "redline/refine", "messages": [{"role": "user", "content": "Hi"}], '
+     '"tools": 5}', "tools", "'tools' must be a list of objects, got a number"),
+    ('{"model": "redline/refine", "messages": [{"role": "user", "content": "Hi"}], '
+     '"tools": ["now"]}', "tools", "'tools' must be a list of objects, got an array"),
+    # Parsed, but too deep to pass on: Python's JSON encoder would give up on it.
+    ('{"model": "redline/refine", "messages": [{"role": "user", "content": "Hi"}], '
+     '"tools": [{"type": "function", "function": {"name": "f", "parameters": '
+     + "[" * 950 + "]" * 950 + "}}]}", None, "the body is nested more than 256 levels deep"),
+], ids=["lone-surrogate", "lone-surrogate-passed-through", "model-not-a-string",
+        "part-not-an-object", "text-not-a-string", "tools-not-a-list", "tool-not-an-object",
+        "too-deep-to-pass-through"])
+def test_malformed_fields_are_400s_that_name_them_before_any_work(
+        serve: Serve, upstream: Upstream, body: str, param: str | None, message: str) -> None:
+    mark = len(upstream.server.requests)
+    response = httpx.post(f"{serve.base_url}/chat/completions", content=body,
+                          headers={"content-type": "application/json"}, timeout=30)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert (error["type"], error["param"]) == ("invalid_request_error", param)
+    assert error["message"].startswith(message)
+    assert upstream.server.requests[mark:] == []  # nothing was sent upstream
+
+
 def test_models_and_healthz(serve: Serve) -> None:
     models = serve.client().models.list()
     assert [m.id for m in models.data] == ["redline/refine"]
@@ -281,6 +333,32 @@ def test_metrics_count_what_happened(serve: Serve, upstream: Upstream) -> None:
     spent = sum(words(answer) for _, answer in upstream.since(mark))
     assert delta('redline_serve_tokens_total{model="refine",kind="completion"}') == spent
     assert delta('redline_serve_request_seconds_count{model="refine"}') == 2
+    assert after["redline_serve_requests_active"] == 0
+
+
+def test_a_client_that_leaves_has_its_run_cancelled(serve: Serve, upstream: Upstream) -> None:
+    upstream.release.clear()
+    before = _metrics(serve)
+    mark = len(upstream.calls)
+    slow = {"model": "redline/refine", "messages": [{"role": "user", "content": "SLOW"}]}
+    try:
+        with pytest.raises(httpx.ReadTimeout):  # the client gives up while the draft is slow
+            httpx.post(f"{serve.base_url}/chat/completions", json=slow, timeout=2)
+        deadline = time.monotonic() + 10
+        while _active(serve) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _active(serve) == 0  # the slot is free while the upstream is still busy
+    finally:
+        upstream.release.set()
+    deadline = time.monotonic() + 10
+    while not upstream.since(mark) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    # The slow draft was the run's last call: no verdict, no revision after it.
+    assert [answer for _, answer in upstream.since(mark)] == [DRAFT]
+    after = _metrics(serve)
+    key = 'redline_serve_requests_total{model="refine",status="499"}'
+    assert after.get(key, 0.0) - before.get(key, 0.0) == 1
     assert after["redline_serve_requests_active"] == 0
 
 
@@ -388,6 +466,34 @@ def test_a_bad_config_exits_2(tmp_path: Path) -> None:
 
 
 
+@pytest.mark.parametrize(("name", "text"), [
+    ("runs.json", "[" * 40_000 + "]" * 40_000),
+    ("runs.toml", "runs = " + "[" * 40_000 + "]" * 40_000),
+], ids=["json", "toml"])
+def test_a_config_nested_too_deeply_exits_2_with_one_line(
+        tmp_path: Path, name: str, text: str) -> None:
+    config = tmp_path / name
+    config.write_text(text)
+    out = subprocess.run([sys.executable, "-m", "redline", "serve", "--config", str(config)],
+                         capture_output=True, text=True, env=ENV, timeout=120)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        f"redline: error: serve config {str(config)!r} is not {name[5:].upper()} redline "
+        "reads: it is nested too deeply"]
+
+
+def test_a_port_out_of_range_is_refused_by_the_option(tmp_path: Path) -> None:
+    # Without the range, 70000 wrapped to 4464; the upstream cannot answer, so nothing
+    # would be served either way.
+    out = subprocess.run([sys.executable, "-m", "redline", "serve", "--port", "70000",
+                          "--upstream", "http://127.0.0.1:9/v1", "--model", "m"],
+                         capture_output=True, text=True, env=ENV, timeout=120)
+    assert out.returncode == 2
+    assert "Error: Invalid value for '--port': 70000 is not in the range 0<=x<=65535." \
+        in out.stderr.splitlines()
+    assert "Traceback" not in out.stderr
+
+
 def test_config_runs_that_revise_get_the_reviser_model_and_its_preflight(
         tmp_path: Path) -> None:
     config = tmp_path / "runs.json"
@@ -480,6 +586,39 @@ def test_a_run_past_its_timeout_is_504_and_a_wait_past_it_503(
         thread.join(30)
         server.close()
 
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_ends_the_server_with_exit_0(
+        upstream: Upstream, tmp_path: Path, stop: signal.Signals) -> None:
+    server = Serve(["--upstream", upstream.server.base_url, "--model", upstream.server.model,
+                    "--max-rounds", "0"], tmp_path)
+    upstream.release.clear()
+    answered: list[str | None] = []
+
+    def in_flight() -> None:
+        reply = server.client(timeout=60).chat.completions.create(
+            model="redline/refine", messages=[{"role": "user", "content": "SLOW"}])
+        answered.append(reply.choices[0].message.content)
+
+    thread = threading.Thread(target=in_flight)
+    try:
+        thread.start()
+        deadline = time.monotonic() + 30
+        while _active(server) < 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        server.proc.send_signal(stop)
+        time.sleep(0.5)
+        upstream.release.set()  # the request in flight is answered, then the server stops
+        assert server.proc.wait(30) == 0
+        thread.join(30)
+        assert answered == [DRAFT]
+        log = server.log.read_text()
+        assert log.splitlines() == [f"redline: serving redline/refine on {server.base_url}"]
+    finally:
+        upstream.release.set()
+        thread.join(30)
+        server.close()
 
 
 def _active(server: Serve) -> int:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import signal
 import socket
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
@@ -51,7 +54,7 @@ def _serve_options(command: Any) -> Any:
                    "the preset's name, else 'refine'.")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="The address to listen on (0.0.0.0 exposes it to the network).")
-@click.option("--port", type=int, default=8080, show_default=True,
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True,
               help="The port (0: any free one; the address is printed).")
 @click.option("--api-key", envvar="REDLINE_SERVE_API_KEY", metavar="KEY",
               help="Require 'Authorization: Bearer KEY' from clients.  "
@@ -101,14 +104,14 @@ def serve_command(**opts: Any) -> None:
       redline serve --preset best-of-n -n 3      # the embedded model, model redline/best-of-n
 
     \b
-    Exit codes: 0 stopped (Ctrl-C / SIGTERM); 2 bad configuration or a failed
-    preflight, or the port is taken (one line, nothing served).
+    Exit codes: 0 stopped (Ctrl-C / SIGTERM: requests in flight get 5 s to finish,
+    then are cancelled); 2 bad configuration or a failed preflight, or the port is
+    taken (one line, nothing served).
     """
     quiet = opts["quiet"]
     logging.getLogger("redline").setLevel(logging.ERROR if quiet else logging.WARNING)
     for flag, key, low in (("--concurrency", "concurrency", 1), ("--queue", "queue", 0),
-                           ("--max-body", "max_body", 1), ("--token-ceiling", "token_ceiling", 1),
-                           ("--port", "port", 0)):
+                           ("--max-body", "max_body", 1), ("--token-ceiling", "token_ceiling", 1)):
         if opts[key] < low:
             raise ConfigError(f"{flag} must be at least {low}, got {opts[key]}")
     if not opts["request_timeout"] > 0:
@@ -133,6 +136,28 @@ def serve_command(**opts: Any) -> None:
         raise MissingDependencyError("redline serve (uvicorn is missing)", "serve") from None
     sock = _bind(opts["host"], opts["port"])
 
+    class _GracefulServer(uvicorn.Server):
+        """uvicorn's server, whose stop on SIGINT / SIGTERM is the end of the command.
+
+        uvicorn stops gracefully on either (in-flight requests get
+        ``timeout_graceful_shutdown`` seconds, then are cancelled), then raises the signal
+        again for its default action: exit 143, or ``KeyboardInterrupt`` (130). A stop
+        asked for is the normal end of ``redline serve``: exit 0.
+        """
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            if threading.current_thread() is not threading.main_thread():
+                yield  # only the main thread may set handlers
+                return
+            signals = (signal.SIGINT, signal.SIGTERM)
+            originals = {sig: signal.signal(sig, self.handle_exit) for sig in signals}
+            try:
+                yield
+            finally:
+                for sig, handler in originals.items():
+                    signal.signal(sig, handler)
+
     async def run() -> None:
         runs = RunTable.from_specs(specs, api_key=upstream_key,
                                    token_ceiling=opts["token_ceiling"],
@@ -142,7 +167,7 @@ def serve_command(**opts: Any) -> None:
             config = uvicorn.Config(create_app(runs, settings), log_level=opts["log_level"],
                                     access_log=opts["log_level"] != "warning",
                                     timeout_graceful_shutdown=5)
-            server = uvicorn.Server(config)
+            server = _GracefulServer(config)
             host, port = sock.getsockname()[:2]
             if not quiet:
                 models = ", ".join(f"redline/{n}" for n in runs.names)

@@ -4,7 +4,8 @@ Routes: ``POST /v1/chat/completions``, ``GET /v1/models`` (and ``/v1/models/{id}
 ``GET /healthz``, ``GET /metrics``. Every chat request (refined or passed through)
 takes a slot of the `Gate`: ``concurrency`` run at once, ``queue`` more wait, and the
 next one is answered ``429`` with ``Retry-After`` at once. A refine runs as a task of
-its own that holds its slot, so a client that goes away cannot leak one.
+its own that holds its slot, so a client that goes away cannot leak one; its run is
+cancelled (streamed or not) and counted with status ``499``.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from starlette.routing import Route
 from redline.errors import LLMError, RedlineError
 from redline.serve._metrics import Metrics
 from redline.serve.protocol import (
+    MAX_DEPTH,
     ApiError,
     ChatPlan,
     completion,
@@ -156,8 +158,11 @@ class _Server:
                 raise too_large
         try:
             return json.loads(body)
+        except RecursionError:  # the parser recurses per level: deeper than Python goes
+            raise ApiError(400, f"the body is nested more than {MAX_DEPTH} levels deep",
+                           code="invalid_json") from None
         except ValueError as exc:
-            raise ApiError(400, f"the body is not JSON: {exc}") from None
+            raise ApiError(400, f"the body is not JSON: {exc}", code="invalid_json") from None
 
     def record(self, label: str, status: int, started: float) -> None:
         self.metrics.requests[(label, status)] += 1
@@ -190,6 +195,10 @@ class _Server:
                     return StreamingResponse(self.stream(plan, job, started),
                                              media_type="text/event-stream",
                                              headers={"Cache-Control": "no-cache"})
+                if await _client_left(request, job):
+                    job.task.cancel()  # as a stream is: nobody is waiting for the answer
+                    self.record(label, 499, started)
+                    return Response(status_code=499)
                 result = await self.outcome(plan, job)
                 response = JSONResponse(completion(result, plan))
         except ApiError as exc:
@@ -361,6 +370,26 @@ def _label(body: Any, runs: list[str]) -> str:
     model = body.get("model") if isinstance(body, dict) else None
     name = run_name(model) if isinstance(model, str) else ""
     return name if name in runs else "unknown"
+
+
+async def _client_left(request: Request, job: _Job) -> bool:
+    """Wait until the run ends or its deadline passes; True when the client disconnected
+    before that (its request body already read, the next message is the disconnect)."""
+
+    async def disconnect() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watch = asyncio.create_task(disconnect())
+    try:
+        await asyncio.wait({job.task, watch},
+                           timeout=max(0.0, job.deadline - time.monotonic()),
+                           return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not watch.done():
+            watch.cancel()
+    return (watch.done() and not watch.cancelled() and watch.exception() is None
+            and not job.task.done())
 
 
 class _Job:

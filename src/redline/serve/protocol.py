@@ -43,12 +43,15 @@ from redline.types import RefineResult, StopReason, Task, Usage
 if TYPE_CHECKING:
     from redline.workflows import Progress
 
-__all__ = ["MODEL_PREFIX", "ApiError", "ChatPlan", "completion", "completion_id",
+__all__ = ["MAX_DEPTH", "MODEL_PREFIX", "ApiError", "ChatPlan", "completion", "completion_id",
            "error_body", "model_id", "plan_request", "progress_comment", "result_error",
            "run_name", "sse_data", "stream_chunks", "summary", "usage_body"]
 
 MODEL_PREFIX = "redline/"
 """A served run's model name is ``redline/<run name>`` (``redline/self-debug``)."""
+MAX_DEPTH = 256
+"""How deep a request's JSON may nest: a passed-through request is encoded again, and
+Python's JSON encoder recurses once per level (a tool's schema needs a handful)."""
 
 _TEXT_PART_TYPES = ("text", "input_text")
 _PASSTHROUGH_FIELDS = ("tools", "functions", "tool_choice", "function_call", "audio")
@@ -143,8 +146,12 @@ def plan_request(body: Any, *, runs: Collection[str], lenient: bool = False) -> 
     """
     if not isinstance(body, dict):
         raise ApiError(400, "the request body must be a JSON object")
+    _check_values(body)
     model = body.get("model")
-    if not isinstance(model, str) or not model.strip():
+    if model is not None and not isinstance(model, str):
+        raise ApiError(400, f"'model' must be a string ({_listing(runs)}), got "
+                       f"{_kind(model)}", param="model")
+    if model is None or not model.strip():
         raise ApiError(400, "'model' is required: one of " + _listing(runs), param="model")
     name = run_name(model)
     if name not in runs:
@@ -161,6 +168,9 @@ def plan_request(body: Any, *, runs: Collection[str], lenient: bool = False) -> 
     stream = body.get("stream") or False
     if not isinstance(stream, bool):
         raise ApiError(400, "'stream' must be a boolean", param="stream")
+    for i, message in enumerate(messages):
+        _check_content(message, i)
+    _check_passthrough_fields(body)
     reason = _passthrough_reason(body, messages)
     if reason:
         return ChatPlan(kind="passthrough", run=name, model=model, stream=stream,
@@ -187,6 +197,105 @@ def _listing(runs: Collection[str]) -> str:
     return ", ".join(model_id(r) for r in sorted(runs)) or "no model"
 
 
+def _kind(value: Any) -> str:
+    """A JSON value's type, as a client would name it."""
+    if value is None:
+        return "null"
+    for types, name in ((bool, "a boolean"), ((int, float), "a number"), (str, "a string"),
+                        (list, "an array"), (dict, "an object")):
+        if isinstance(value, types):
+            return name
+    return type(value).__name__
+
+
+def _check_values(body: dict[str, Any]) -> None:
+    """Refuse JSON nested deeper than `MAX_DEPTH`, and a string that is not Unicode text:
+    a lone surrogate (the JSON escape ``"\\ud800"`` without its pair) parses, but nothing
+    can encode it later, deep in a run.
+
+    Walked with a stack of its own: the body may be nested as deep as the JSON parser
+    allows, deeper than Python's recursion.
+    """
+    pending: list[tuple[str, int, Any]] = [("", 1, body)]
+    while pending:
+        path, depth, value = pending.pop()
+        if isinstance(value, str):
+            if not _encodable(value):
+                raise ApiError(400, f"{path} {_NOT_TEXT}", param=path)
+        elif isinstance(value, dict | list):
+            if depth > MAX_DEPTH:
+                raise ApiError(400, f"the body is nested more than {MAX_DEPTH} levels deep",
+                               code="invalid_json")
+            if isinstance(value, list):
+                items = [(f"{path}[{i}]", item) for i, item in enumerate(value)]
+            else:
+                items = []
+                for key, item in value.items():
+                    if not _encodable(key):
+                        where = f"a key of {path}" if path else "a top-level key"
+                        raise ApiError(400, f"{where} {_NOT_TEXT}", param=path or None)
+                    items.append((f"{path}.{key}" if path else key, item))
+            pending.extend((p, depth + 1, item) for p, item in reversed(items))
+
+
+_NOT_TEXT = "is not valid Unicode text: it holds a lone surrogate (a \\ud800-\\udfff escape " \
+    "without its pair)"
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _check_content(message: dict[str, Any], index: int) -> None:
+    """A message's ``content``: absent, a string, or a list of part objects, each with a
+    string ``type`` (and a string ``text`` when it is a text part)."""
+    content = message.get("content")
+    if content is None or isinstance(content, str):
+        return
+    where = f"messages[{index}].content"
+    if not isinstance(content, list):
+        raise ApiError(400, f"{where} must be a string or a list of parts, got "
+                       f"{_kind(content)}", param=where)
+    for j, part in enumerate(content):
+        if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+            raise ApiError(400, f"{where}[{j}] must be a content part: an object with a "
+                           'string \'type\', e.g. {"type": "text", "text": "..."}, got '
+                           f"{_kind(part)}", param=f"{where}[{j}]")
+        if part["type"] in _TEXT_PART_TYPES and not isinstance(part.get("text"), str):
+            raise ApiError(400, f"{where}[{j}].text must be a string, got "
+                           f"{_kind(part.get('text'))}", param=f"{where}[{j}].text")
+
+
+def _check_passthrough_fields(body: dict[str, Any]) -> None:
+    """The fields that send a request to the upstream untouched have the shapes the API
+    gives them (the upstream is not asked to make sense of ``"tools": 5``)."""
+    for field in ("tools", "functions"):
+        value = body.get(field)
+        if value is not None and not (isinstance(value, list)
+                                      and all(isinstance(v, dict) for v in value)):
+            raise ApiError(400, f"{field!r} must be a list of objects, got {_kind(value)}",
+                           param=field)
+    for field in ("tool_choice", "function_call"):
+        value = body.get(field)
+        if value is not None and not isinstance(value, str | dict):
+            raise ApiError(400, f"{field!r} must be a string or an object, got "
+                           f"{_kind(value)}", param=field)
+    for field in ("response_format", "audio"):
+        value = body.get(field)
+        if value is not None and not isinstance(value, dict):
+            raise ApiError(400, f"{field!r} must be an object, got {_kind(value)}",
+                           param=field)
+    modalities = body.get("modalities")
+    if modalities is not None and not (isinstance(modalities, list)
+                                       and all(isinstance(m, str) for m in modalities)):
+        raise ApiError(400, f"'modalities' must be a list of strings, got {_kind(modalities)}",
+                       param="modalities")
+
+
 def _passthrough_reason(body: dict[str, Any], messages: list[dict[str, Any]]) -> str:
     for field in _PASSTHROUGH_FIELDS:
         if body.get(field):
@@ -204,10 +313,9 @@ def _passthrough_reason(body: dict[str, Any], messages: list[dict[str, Any]]) ->
             return "tool calls"
         content = message.get("content")
         if isinstance(content, list):
-            for part in content:
-                kind = part.get("type") if isinstance(part, dict) else None
-                if kind not in _TEXT_PART_TYPES:
-                    return str(kind or "non-text content")
+            for part in content:  # each an object with a string type (_check_content)
+                if part["type"] not in _TEXT_PART_TYPES:
+                    return str(part["type"] or "non-text content")
     return ""
 
 
@@ -224,16 +332,14 @@ def _max_tokens(body: dict[str, Any]) -> int | None:
     return found
 
 
-def _text(message: dict[str, Any], index: int) -> str:
+def _text(message: dict[str, Any]) -> str:
+    """A message's text (its content checked by `_check_content`)."""
     content = message.get("content")
     if content is None:
         return ""
     if isinstance(content, str):
         return content
-    if isinstance(content, list):
-        return "\n".join(str(p.get("text") or "") for p in content)
-    raise ApiError(400, f"messages[{index}].content must be a string or a list of parts",
-                   param=f"messages[{index}].content")
+    return "\n".join(p["text"] for p in content)
 
 
 def _task(messages: list[dict[str, Any]]) -> Task:
@@ -242,14 +348,14 @@ def _task(messages: list[dict[str, Any]]) -> Task:
     if messages[last].get("role") != "user":
         raise ApiError(400, "the last message must be the user's (a refine run answers it); "
                        f"got role {messages[last].get('role')!r}", param="messages")
-    prompt = _text(messages[last], last)
+    prompt = _text(messages[last])
     if not prompt.strip():
         raise ApiError(400, "the last user message is empty", param="messages")
     system: list[str] = []
     turns: list[str] = []
     for i, message in enumerate(messages[:last]):
         role = message.get("role")
-        text = _text(message, i)
+        text = _text(message)
         if role in ("system", "developer"):
             if text.strip():
                 system.append(text)

@@ -79,11 +79,14 @@ def load_specs(path: str | Path) -> dict[str, RunSpec]:
     from redline.workflows import RunSpec
 
     text = read_config_text(path, "serve config")
+    form = "TOML" if str(path).endswith(".toml") else "JSON"
     try:
-        data: Any = tomllib.loads(text) if str(path).endswith(".toml") else json.loads(text)
+        data: Any = tomllib.loads(text) if form == "TOML" else json.loads(text)
+    except RecursionError:  # the parsers recurse per level of nesting
+        raise ConfigError(f"serve config {str(path)!r} is not {form} redline reads: it is "
+                          "nested too deeply") from None
     except ValueError as exc:
-        raise ConfigError(f"serve config {str(path)!r} is not valid "
-                          f"{'TOML' if str(path).endswith('.toml') else 'JSON'}: {exc}") from None
+        raise ConfigError(f"serve config {str(path)!r} is not valid {form}: {exc}") from None
     runs = data.get("runs") if isinstance(data, dict) else None
     extra = set(data) - {"runs"} if isinstance(data, dict) else set()
     if not isinstance(runs, dict) or not runs or extra:
