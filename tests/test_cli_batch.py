@@ -326,3 +326,24 @@ def test_ctrl_c_keeps_what_finished_and_exits_130(tmp_path: Path) -> None:
         again = batch(str(source), "-o", str(out), "--base-url", server.base_url, "--resume")
     assert again.returncode == 0, again.stderr
     assert sorted(result_ids(out)) == ids
+
+
+def test_ctrl_c_before_the_first_result_leaves_no_file(tmp_path: Path) -> None:
+    import signal
+
+    source, out = write_items(tmp_path / "in.jsonl", ["a", "b"]), tmp_path / "out.jsonl"
+    with OpenAICompatServer(handler=judged(delay=30)) as server:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "redline", "batch", str(source), "-o", str(out),
+             "--base-url", server.base_url],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, env=ENV)
+        deadline = time.monotonic() + 120
+        while len([r for r in server.requests if "messages" in r]) < 2:  # both drafting
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.02)
+        assert out.exists()  # the header, written when the first item started
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert not out.exists()  # nothing finished: the rerun needs no --resume

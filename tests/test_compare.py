@@ -115,6 +115,10 @@ def test_a_compare_resumes_without_running_anything_twice(tmp_path: Path) -> Non
                                '{"id": "a", "task": "R", "answer": "2"}'],
      "2 bad lines: line 2: not JSON"),
     (["--methods", "single"], ['{"id": "a", "task": "Q"}'], "neither 'hidden_tests' nor"),
+    (["--methods", "single", "--evaluator", "regex"],
+     ['{"id": "a", "task": "Q", "answer": "4"}', '{"id": "b", "task": "R", "answer": "(1"}'],
+     "item 'b': 'answer' is not a regular expression"),
+    (["--methods", "single,,resample"], None, "empty"),
 ])
 def test_bad_datasets_and_methods_exit_2(tmp_path: Path, args: list[str],
                                          lines: list[str] | None, message: str) -> None:
@@ -146,6 +150,25 @@ def test_a_method_that_cannot_run_stops_the_compare_before_anything_is_written(
     assert "no-such-linter-4c1" in result.stderr and "not installed" in result.stderr
     assert result.stderr.count("\n") == 1
     assert not completions and not out.exists()
+
+
+@pytest.mark.parametrize(("source", "message"), [
+    ("def judge(item, text):\n    return 'yes'\n", "returned str, not a bool"),
+    ("def judge(item, text):\n    raise RuntimeError('boom')\n",
+     "RuntimeError: boom"),
+    ("import sys\nsys.exit(0)\n", "failed to load: SystemExit: 0"),
+])
+def test_an_evaluator_that_breaks_leaves_no_output(tmp_path: Path, source: str,
+                                                   message: str) -> None:
+    (tmp_path / "ev.py").write_text(source)
+    out = tmp_path / "o.jsonl"
+    with OpenAICompatServer(handler=handler) as server:
+        result = compare(server, str(data(tmp_path)), "--methods", "single,self-refine",
+                         "--max-tokens", "2000", "--evaluator", f"{tmp_path / 'ev.py'}:judge",
+                         "-o", str(out))
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr and result.stderr.count("\n") == 1, result.stderr
+    assert not out.exists()  # the fixed evaluator's rerun needs no --resume
 
 
 def test_an_unreachable_model_leaves_no_output(tmp_path: Path) -> None:

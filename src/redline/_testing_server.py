@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 import threading
 import time
 from collections import deque
@@ -241,6 +242,13 @@ class _HTTPServer(ThreadingHTTPServer):
     # kernel drops the overflow and the client waits on connections the server never
     # sees (a CI run hung on 64 concurrent calls). Real servers listen with 128-2048.
     request_queue_size = 1024
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that hangs up mid-answer (a cancelled run, a timeout) is normal;
+        # socketserver would print a traceback to stderr for it. Anything else is not.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
 
 def _error(status: int, message: str) -> dict[str, Any]:

@@ -76,7 +76,10 @@ def compare_command(**opts: Any) -> None:
                           "method gets (methods are only comparable at equal compute)")
     if opts["concurrency"] < 1:
         raise ConfigError(f"--concurrency must be at least 1, got {opts['concurrency']}")
-    methods = [m.strip() for m in opts["methods"].split(",") if m.strip()]
+    methods = [m.strip() for m in opts["methods"].split(",")]
+    if "" in methods:
+        raise ConfigError(f"--methods {opts['methods']!r} has an empty name: give preset "
+                          "names separated by commas, e.g. single,best-of-n")
     base = spec_from_options(opts, explicit, only_given=True)
     specs = method_specs(methods, base, max_tokens=opts["max_tokens"])
     evaluator = make_evaluator(opts["evaluator"])

@@ -10,6 +10,7 @@ and fsynced, so that a crash loses at most the line being written (dropped on re
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Callable, Mapping
@@ -72,6 +73,7 @@ class BatchOutput:
         """The number of the torn last line that `start` drops (a crash cut it off)."""
         self._keep: int | None = None  # bytes kept by `start` (None: new file)
         self._started = False
+        self._written = 0  # results written by this run
         check_writable(self.path)
         if self.path.exists() and not self.path.is_file():
             raise ConfigError(f"cannot write {str(path)!r}: a batch output must be a regular "
@@ -171,6 +173,20 @@ class BatchOutput:
         append_line(self.path, json.dumps({self.kind: BATCH_FORMAT_VERSION,
                                            "spec": self.spec}, ensure_ascii=False))
 
+    def abandon(self) -> None:
+        """After a run that stopped before its first result: put the file back as it was
+        when this run made it (no file, or an empty one), so that it leaves nothing
+        half-written and the corrected rerun needs no ``--resume``. A file that held
+        results, or was resumed, is kept."""
+        if not self._started or self._written or self.done or self._keep:
+            return
+        with contextlib.suppress(OSError):
+            if self._keep is None:
+                self.path.unlink()
+            else:
+                os.truncate(self.path, 0)
+        self._started = False
+
     def write(self, document: Mapping[str, Any]) -> None:
         """Append one finished item's document (`result_line`) and fsync it.
 
@@ -185,6 +201,7 @@ class BatchOutput:
             raise ValueError(f"{_shown(key)} is already in {str(self.path)!r}")
         self.start()
         append_line(self.path, json.dumps(document, ensure_ascii=False))
+        self._written += 1
         self.done.add(key)
         if document.get("stop_reason") == "error":
             self.failed.add(key)

@@ -421,12 +421,16 @@ async def _write_all(runner: Runner, spec: RunSpec, items: Sequence[BatchItem],
                 summary.started += 1
                 yield item.to_task(system=spec.system)
 
-    async for result in abatch(todo(), runner, concurrency=concurrency):
-        # The fsync runs in a thread so the other items' loops go on meanwhile.
-        await asyncio.to_thread(output.write, result_line(result, settings))
-        summary.add(result)
-        if on_result is not None:
-            on_result(result)
+    try:
+        async for result in abatch(todo(), runner, concurrency=concurrency):
+            # The fsync runs in a thread so the other items' loops go on meanwhile.
+            await asyncio.to_thread(output.write, result_line(result, settings))
+            summary.add(result)
+            if on_result is not None:
+                on_result(result)
+    except BaseException:
+        output.abandon()  # interrupted before a result: no header-only file left behind
+        raise
 
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database

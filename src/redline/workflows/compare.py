@@ -146,9 +146,12 @@ async def _numeric(item: CompareItem, text: str) -> bool:
 
 
 async def _regex(item: CompareItem, text: str) -> bool:
-    pattern = _needs(item, "answer", "regex")
+    return _pattern(item, _needs(item, "answer", "regex")).search(text) is not None
+
+
+def _pattern(item: CompareItem, answer: str) -> re.Pattern[str]:
     try:
-        return re.search(pattern, text) is not None
+        return re.compile(answer)
     except re.error as exc:
         raise ConfigError(f"item {item.id!r}: 'answer' is not a regular expression: {exc}"
                           ) from None
@@ -176,7 +179,7 @@ def _from_file(spec: str) -> Evaluator:
     module = importlib.util.module_from_spec(module_spec)
     try:
         module_spec.loader.exec_module(module)
-    except Exception as exc:  # the user's file can fail in any way: say where
+    except (Exception, SystemExit) as exc:  # the user's file can fail in any way: say where
         raise ConfigError(f"evaluator {spec!r}: {path!r} failed to load: "
                           f"{type(exc).__name__}: {exc}") from exc
     function = getattr(module, name, None)
@@ -184,9 +187,13 @@ def _from_file(spec: str) -> Evaluator:
         raise ConfigError(f"evaluator {spec!r}: {path!r} has no function {name!r}")
 
     async def judge(item: CompareItem, text: str) -> bool:
-        outcome = function(item.model_dump(mode="json"), text)
-        if inspect.isawaitable(outcome):
-            outcome = await outcome
+        try:
+            outcome = function(item.model_dump(mode="json"), text)
+            if inspect.isawaitable(outcome):
+                outcome = await outcome
+        except (Exception, SystemExit) as exc:  # the user's function: one line, not a trace
+            raise ConfigError(f"evaluator {spec!r} failed on item {item.id!r}: "
+                              f"{type(exc).__name__}: {exc}") from exc
         if not isinstance(outcome, bool):
             raise ConfigError(f"evaluator {spec!r} returned {type(outcome).__name__}, not "
                               "a bool")
@@ -416,6 +423,22 @@ async def acompare(items: Sequence[CompareItem], specs: Mapping[str, RunSpec],
         if first is not None:
             await first.config.model.aclose()
         raise
+    try:
+        await _run_methods(pending, first, by_id, evaluator, output, concurrency, api_key,
+                           on_result)
+    except BaseException:
+        output.abandon()  # stopped before a result: no header-only file left behind
+        raise
+    _tally(output.path, table)
+    return table
+
+
+async def _run_methods(pending: Sequence[tuple[str, RunSpec, Sequence[CompareItem]]],
+                       first: Runner | None, by_id: Mapping[str, CompareItem],
+                       evaluator: Evaluator, output: BatchOutput, concurrency: int,
+                       api_key: str | None,
+                       on_result: Callable[[str, Mapping[str, Any]], Any] | None) -> None:
+    """Each method's batch in turn, each item judged and its line written."""
     for index, (method, spec, todo) in enumerate(pending):
         runner = first if index == 0 and first is not None else Runner(
             spec.build(api_key=api_key))
@@ -437,8 +460,6 @@ async def acompare(items: Sequence[CompareItem], specs: Mapping[str, RunSpec],
                     on_result(method, line)
         finally:
             await runner.config.model.aclose()
-    _tally(output.path, table)
-    return table
 
 
 async def _checked_runners(pending: Sequence[tuple[str, RunSpec, Any]], api_key: str | None
@@ -474,7 +495,9 @@ def _needs_for(item: CompareItem, evaluator: str) -> None:
     if evaluator == "auto":
         raise ConfigError(f"item {item.id!r} has neither 'hidden_tests' nor 'answer': the "
                           "auto evaluator has nothing to judge it by")
-    _needs(item, field_name, evaluator)
+    value = _needs(item, field_name, evaluator)
+    if evaluator == "regex":
+        _pattern(item, value)
 
 
 def _tally(path: Path, table: CompareTable) -> None:
