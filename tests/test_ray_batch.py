@@ -87,3 +87,47 @@ def test_a_batch_runs_on_ray_and_resumes_without_duplicates(ray_head: str,
     assert set(ids) == {f"q{i}" for i in range(9)} and max(ids.values()) == 1
     assert sorted(made) == sorted(f"question {i}" for i in range(2, 9))  # q0, q1 kept
     assert all(doc["stop_reason"] == "threshold" for doc in lines[1:])
+
+
+
+def refused_port(sock: socket.socket) -> int:
+    """A port where connections are refused: `sock` holds it bound, never listening."""
+    sock.bind(("127.0.0.1", 0))
+    return int(sock.getsockname()[1])
+
+
+def test_an_address_where_no_ray_cluster_listens_fails_in_seconds(tmp_path: Path) -> None:
+    items = tmp_path / "in.jsonl"
+    items.write_text(json.dumps({"id": "q0", "task": "question 0"}) + "\n")
+    out = tmp_path / "out.jsonl"
+    with socket.socket() as bound, OpenAICompatServer(handler=handler) as server:
+        address = f"127.0.0.1:{refused_port(bound)}"
+        # Before the check, ray.init retried the GCS for minutes (and ignored SIGTERM).
+        run = subprocess.run([sys.executable, "-m", "redline", "batch", str(items), "-o",
+                              str(out), "--base-url", server.base_url, "--model",
+                              server.model, "--ray", address, "-q"],
+                             capture_output=True, text=True, env=ENV, timeout=60)
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.splitlines() == [
+        f"redline: error: no Ray cluster answers at {address} (Connection refused): start "
+        "one with `ray start --head` or pass --ray auto"]
+    assert not out.exists()
+    assert server.requests == []  # checked before the model's preflight
+
+
+def test_ray_client_addresses_are_checked_too_and_auto_is_left_to_ray() -> None:
+    from redline.errors import ConfigError
+    from redline.workflows.ray_batch import _check_listening
+
+    with socket.socket() as bound:
+        address = f"ray://127.0.0.1:{refused_port(bound)}"
+        with pytest.raises(ConfigError, match=f"no Ray cluster answers at {address} "):
+            _check_listening(address)
+    with pytest.raises(ConfigError, match="port 70000, outside 1-65535"):
+        _check_listening("127.0.0.1:70000")
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        _check_listening(f"127.0.0.1:{listening.getsockname()[1]}")
+    for address in ("auto", "local", "no-port"):
+        _check_listening(address)  # Ray's own behaviour: nothing to probe here

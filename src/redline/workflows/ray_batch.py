@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,9 @@ __all__ = ["aray_batch"]
 # What a worker needs from the driver's environment to reach the same servers.
 _PASSED_ENV = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "REDLINE_MODEL", "REDLINE_MODEL_PATH",
                "OLLAMA_HOST", "LANGGRAPH_STRICT_MSGPACK")
+
+_PROBE_TIMEOUT = 5.0
+"""Seconds a TCP connect to an explicit Ray address may take before the batch gives up."""
 
 
 def _ray() -> Any:
@@ -119,6 +123,7 @@ async def aray_batch(spec: RunSpec, items: Sequence[Any], out: str | Path, *, ad
     if size < 1:
         raise ConfigError(f"shard size must be at least 1, got {size}")
     ray = _ray()
+    _check_listening(address)
     output, summary = open_output(spec, items, out, resume=resume, summary=summary)
     config = spec.build(api_key=api_key)
     try:
@@ -165,6 +170,38 @@ async def aray_batch(spec: RunSpec, items: Sequence[Any], out: str | Path, *, ad
         if started_here:
             ray.shutdown()
     return summary
+
+
+def _check_listening(address: str) -> None:
+    """Fail at once when nothing listens at an explicit ``HOST:PORT`` / ``ray://HOST:PORT``.
+
+    ``ray.init`` retries an unreachable GCS for minutes, and ignores SIGTERM meanwhile.
+    ``auto`` and ``local`` keep Ray's own behaviour; a malformed address is left to Ray,
+    which rejects it at once.
+
+    Raises:
+        ConfigError: nothing accepts a TCP connection at the address within
+            `_PROBE_TIMEOUT` seconds, or its port is out of range.
+    """
+    if address in ("auto", "local"):
+        return
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not host or not port.isdigit():
+        return
+    if not 0 < int(port) < 65536:
+        raise ConfigError(f"the Ray address {address!r} has port {port}, outside 1-65535")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=_PROBE_TIMEOUT):
+            pass
+    except OSError as exc:
+        if isinstance(exc, TimeoutError):
+            reason = f"no answer within {_PROBE_TIMEOUT:g} s"
+        elif isinstance(exc, socket.gaierror):
+            reason = f"cannot resolve {host!r}: {exc.strerror}"
+        else:
+            reason = exc.strerror or str(exc)
+        raise ConfigError(f"no Ray cluster answers at {address} ({reason}): start one with "
+                          "`ray start --head` or pass --ray auto") from None
 
 
 def _connect(ray: Any, address: str, env: dict[str, str]) -> None:
