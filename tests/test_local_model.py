@@ -204,7 +204,7 @@ def test_a_server_dies_when_its_parent_is_killed_hard():
 
 def test_a_file_that_is_not_a_model_fails_with_the_server_log(tmp_path: Path):
     bad = tmp_path / "broken.gguf"
-    bad.write_text("this is not a GGUF file\n")
+    bad.write_bytes(b"GGUF but nothing a GGUF holds\n")  # passes the magic-bytes check
     server = LocalServer(bad, startup_timeout=60)
     with pytest.raises(LocalServerError) as caught:
         server.start()
@@ -220,8 +220,12 @@ def test_a_missing_model_path_is_a_config_error(tmp_path: Path):
     missing = tmp_path / "nope.gguf"
     with pytest.raises(ConfigError, match=r"nope\.gguf.*does not exist"):
         LocalServer(missing)
-    with pytest.raises(ConfigError, match="not a file"):
+    with pytest.raises(ConfigError, match="not a GGUF model file .it is a directory."):
         LocalModel(tmp_path)
+    junk = tmp_path / "junk.gguf"
+    junk.write_text("junk\n")
+    with pytest.raises(ConfigError, match=r"junk\.gguf.*does not start with GGUF's magic"):
+        LocalServer(junk)
 
 
 def test_redline_model_path_is_used_when_no_path_is_given(

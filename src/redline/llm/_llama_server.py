@@ -40,6 +40,7 @@ _MODEL_PATH_ENV = "REDLINE_MODEL_PATH"
 """The environment variable that selects the GGUF when no path is passed."""
 
 _DEFAULT_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_GGUF_MAGIC = b"GGUF"  # the first four bytes of every GGUF file
 _POLL_INTERVAL = 0.1
 _STOP_GRACE = 1.0  # seconds for the server to exit after SIGTERM before SIGKILL
 _EXIT_GRACE = 2.0
@@ -109,8 +110,12 @@ def default_model_path() -> Path:
 def resolve_model_path(model_path: str | os.PathLike[str] | None = None) -> Path:
     """The GGUF to serve: the argument, else ``$REDLINE_MODEL_PATH``, else the bundled one.
 
+    A chosen path is checked here, before any server starts: llama.cpp would fail on it
+    with a page of traceback from the child process.
+
     Raises:
-        ConfigError: the chosen path does not exist or is not a file.
+        ConfigError: the chosen path does not exist, is not a regular file, cannot be
+            read, or does not start with GGUF's magic bytes.
         MissingDependencyError: no path was given and ``redline[local]`` is not installed.
     """
     if model_path is not None and str(model_path):
@@ -122,7 +127,18 @@ def resolve_model_path(model_path: str | os.PathLike[str] | None = None) -> Path
     if not path.exists():
         raise ConfigError(f"{source}: the model file {str(path)!r} does not exist")
     if not path.is_file():
-        raise ConfigError(f"{source}: {str(path)!r} is not a file (expected a .gguf model)")
+        kind = "a directory" if path.is_dir() else "not a regular file"
+        raise ConfigError(f"{source}: {str(path)!r} is not a GGUF model file (it is "
+                          f"{kind}): pass a .gguf file")
+    try:
+        with path.open("rb") as file:
+            magic = file.read(len(_GGUF_MAGIC))
+    except OSError as exc:
+        raise ConfigError(f"{source}: cannot read the model file {str(path)!r}: "
+                          f"{exc.strerror or exc}") from None
+    if magic != _GGUF_MAGIC:
+        raise ConfigError(f"{source}: {str(path)!r} is not a GGUF model file (it does not "
+                          "start with GGUF's magic bytes): pass a .gguf file")
     return path
 
 
@@ -189,8 +205,8 @@ class LocalServer:
         model: the model's name on the server (the file name without ``.gguf``).
 
     Raises:
-        ConfigError: the model path does not exist, is not a file, or an argument is out
-            of range.
+        ConfigError: the model path does not exist or is not a GGUF file, or an argument
+            is out of range.
         MissingDependencyError: no path was given and ``redline[local]`` is not installed.
     """
 

@@ -57,7 +57,7 @@ class LocalModel(ChatModel):
         server: the `LocalServer` this model owns.
 
     Raises:
-        ConfigError: the model path does not exist or is not a file.
+        ConfigError: the model path does not exist or is not a GGUF file.
         MissingDependencyError: no path was given and ``redline[local]`` is not installed.
     """
 
