@@ -112,11 +112,13 @@ def test_json_that_python_reads_but_cannot_use_is_a_bad_line() -> None:
     deep = '{"task": "q", "metadata": {"x": ' + "[" * 100_000 + "]" * 100_000 + "}}"
     lonely = '{"id": "s", "task": "Say \\ud800 hi"}'
     pair = '{"id": "p", "task": "Say \\ud83d\\ude00 hi"}'  # a whole pair is text: kept
+    long = '{"id": "n", "task": "q", "metadata": {"n": ' + "9" * 5000 + "}}"
     with pytest.raises(ConfigError) as info:
-        read_items([deep, lonely, pair], name="IN.jsonl")
+        read_items([deep, lonely, pair, long], name="IN.jsonl")
     message = str(info.value)
-    assert message.startswith("IN.jsonl: 2 bad lines: line 1: not JSON (nested too deep); "
+    assert message.startswith("IN.jsonl: 3 bad lines: line 1: not JSON (nested too deep); "
                               "line 2: not JSON (a \\u escape leaves half a surrogate pair")
+    assert message.endswith("line 4: not JSON (a number too long to read)")
     assert read_items([pair])[0].task == "Say \U0001f600 hi"
 
 

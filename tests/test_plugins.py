@@ -79,13 +79,22 @@ def test_discovery_is_lazy_and_arguments_keep_colons_and_spaces(site: Path) -> N
 
 @pytest.mark.parametrize(("spec", "parsed"), [
     ("judge", ("judge", None)),
-    ("judge:", ("judge", "")),
     ("cmd:gcc -fsyntax-only {file}", ("cmd", "gcc -fsyntax-only {file}")),
     ("factcheck:C:/docs/a b", ("factcheck", "C:/docs/a b")),
     (" rm :path", ("rm", "path")),
 ])
 def test_spec_parsing(spec: str, parsed: tuple) -> None:
     assert parse_spec(spec) == parsed
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ("judge:", "has nothing after the colon; write judge or judge:ARG"),  # a lost path
+    ("rm: ", "has nothing after the colon"),
+    (":x", "has no name"),
+])
+def test_specs_missing_a_part_are_refused(spec: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_spec(spec)
 
 
 def test_a_plugin_that_raises_on_import_names_its_package(site: Path) -> None:

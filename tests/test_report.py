@@ -380,6 +380,9 @@ def test_report_errors_are_one_line_and_exit_2(tmp_path: Path) -> None:
     assert same.exit_code == 2 and "would replace its input" in same.output
     missing = CliRunner().invoke(cli, ["report", str(bad), "-o", str(tmp_path / "no/r.html")])
     assert missing.exit_code == 2 and "does not exist" in missing.output
+    empty = CliRunner().invoke(cli, ["report", str(bad), "-o", ""])
+    assert empty.exit_code == 2 and "-o is empty" in empty.output
+    assert not bad.with_suffix(".html").exists()
     deep = tmp_path / "deep.json"
     deep.write_text("[" * 100_000 + "]" * 100_000)  # valid JSON, too deep to parse
     for source in (deep, bad.with_name("deep.jsonl")):

@@ -34,14 +34,18 @@ def parse_json(text: str | bytes) -> Any:
     half a surrogate pair (a string that cannot be written as UTF-8 later).
 
     Raises:
-        json.JSONDecodeError: the text is not JSON, or one of the two above (``msg``
-            says which).
+        json.JSONDecodeError: the text is not JSON, or one of the two above, or holds an
+            integer longer than Python reads (``msg`` says which).
     """
     shown = text if isinstance(text, str) else text.decode("utf-8", "replace")
     try:
         value = json.loads(text)
     except RecursionError:
         raise json.JSONDecodeError("nested too deep", shown, 0) from None
+    except json.JSONDecodeError:
+        raise
+    except ValueError:  # an integer past Python's digit limit for str -> int
+        raise json.JSONDecodeError("a number too long to read", shown, 0) from None
     if (found := _SURROGATE_ESCAPE.search(shown)) is not None:  # rare: only then check
         try:
             json.dumps(value, ensure_ascii=False).encode("utf-8")

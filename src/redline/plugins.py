@@ -140,12 +140,15 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
     """Split ``NAME[:ARG]`` at the first colon; ARG keeps any later colons and spaces.
 
     Raises:
-        ConfigError: the name is empty.
+        ConfigError: the name is empty, or the colon is followed by nothing.
     """
     name, sep, arg = spec.partition(":")
     name = name.strip()
     if not name:
         raise ConfigError(f"critic spec {spec!r} has no name; write NAME or NAME:ARG")
+    if sep and not arg.strip():
+        raise ConfigError(f"critic spec {spec!r} has nothing after the colon; write {name} "
+                          f"or {name}:ARG")
     return name, arg if sep else None
 
 

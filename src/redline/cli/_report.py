@@ -40,11 +40,14 @@ def report_command(results_file: str, output: str | None, title: str | None, ope
     Examples:
       redline report answers.jsonl -o report.html
       redline report compare.jsonl --open
-      redline refine "Write a haiku" --json -o run.json && redline report run.json
+      redline refine "Write a haiku" --json -o run.json; redline report run.json
     """
     from redline._files import check_writable, write_output
     from redline.report import load_results, render_report
 
+    if output is not None and not output.strip():
+        raise ConfigError("-o is empty: give the report's file name, or leave -o out for "
+                          "RESULTS with .html")
     target = output or str(Path(results_file).with_suffix(".html"))
     if Path(target).resolve() == Path(results_file).resolve():
         raise ConfigError(f"the report would replace its input {results_file!r}: give -o FILE")
