@@ -105,6 +105,18 @@ def test_a_task_argument_that_is_not_utf8_is_one_line_and_exit_2() -> None:
             in out.stderr, out.stderr
 
 
+def test_a_budget_too_small_for_one_call_is_a_usage_error(server: OpenAICompatServer,
+                                                           tmp_path: Path) -> None:
+    target = tmp_path / "out.txt"
+    before = len(server.requests)
+    out = redline("refine", "Q", "--max-tokens", "3", "--base-url", server.base_url,
+                  "-o", str(target))
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.count("\n") == 1 and "the budget allows no call" in out.stderr
+    assert out.stderr.rstrip().endswith("raise --max-tokens") and not target.exists()
+    assert [r for r in server.requests[before:] if "messages" in r] == []
+
+
 def test_a_server_that_is_down_is_found_before_any_work(tmp_path: Path) -> None:
     target = tmp_path / "out.txt"
     out = redline("refine", "Q", "--base-url", "http://127.0.0.1:9/v1", "-o", str(target))

@@ -10,7 +10,14 @@ from typing import Any
 
 import click
 
-from redline.cli import EXIT_BELOW_THRESHOLD, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, cli
+from redline.cli import (
+    EXIT_BELOW_THRESHOLD,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    cli,
+)
 from redline.cli._boundary import die
 from redline.cli._options import api_key_from, run_options, spec_from_options
 from redline.cli._progress import ProgressPrinter, make_console, stop_line
@@ -57,13 +64,17 @@ def refine_command(**opts: Any) -> None:
     logging.getLogger("redline").setLevel(logging.ERROR if quiet else logging.WARNING)
     result, settings = _refine(opts)  # errors: the group's boundary (cli/_boundary.py)
     code = _exit_code(result)
-    # On a terminal the progress printer already said why (except for an interrupt).
-    if not quiet and (not sys.stderr.isatty() or code == EXIT_INTERRUPTED):
-        click.echo(f"redline: {stop_line(result)}", err=True)
     text = (_json(result.document(settings)) if opts["as_json"] else result.text)
+    if text is None and result.stop_reason is StopReason.budget \
+            and result.usage.llm_calls == 0:  # the budget given could not buy one call
+        die(f"nothing to write: the budget allows no call ({result.stop_detail}): raise "
+            f"--{(result.budget_limit or 'max_tokens').replace('_', '-')}", EXIT_USAGE)
     if text is None:
         die(f"nothing to write: no answer was made ({result.stop_detail})",
              code if code != EXIT_BELOW_THRESHOLD else EXIT_FAILED)
+    # On a terminal the progress printer already said why (except for an interrupt).
+    if not quiet and (not sys.stderr.isatty() or code == EXIT_INTERRUPTED):
+        click.echo(f"redline: {stop_line(result)}", err=True)
     if not text.endswith("\n"):
         text += "\n"
     if opts["output"]:
