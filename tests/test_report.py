@@ -380,6 +380,11 @@ def test_report_errors_are_one_line_and_exit_2(tmp_path: Path) -> None:
     assert same.exit_code == 2 and "would replace its input" in same.output
     missing = CliRunner().invoke(cli, ["report", str(bad), "-o", str(tmp_path / "no/r.html")])
     assert missing.exit_code == 2 and "does not exist" in missing.output
+    newer = tmp_path / "newer.jsonl"
+    newer.write_text('{"redline_batch": 99, "spec": {}}\n')
+    future = CliRunner().invoke(cli, ["report", str(newer), "-o", str(tmp_path / "n.html")])
+    assert future.exit_code == 2 and "of format 99; this redline reads format 1" \
+        in future.output
     empty = CliRunner().invoke(cli, ["report", str(bad), "-o", ""])
     assert empty.exit_code == 2 and "-o is empty" in empty.output
     assert not bad.with_suffix(".html").exists()

@@ -158,6 +158,15 @@ def _read_lines(text: str, name: str) -> Results:
                              draft_correct=_bool(value.get("draft_correct")),
                              settings=settings if isinstance(settings, dict) else {}))
 
+    for kind in ("redline_compare", "redline_batch"):
+        if kind not in header:
+            continue
+        from redline.workflows.batch import BATCH_FORMAT_VERSION  # loads LangGraph: here
+
+        if header[kind] != BATCH_FORMAT_VERSION:
+            raise ConfigError(f"{name!r} is a {kind.removeprefix('redline_')} output of format "
+                              f"{header[kind]!r}; this redline reads format "
+                              f"{BATCH_FORMAT_VERSION} (upgrade redline to read it)")
     if "redline_compare" in header:
         for number, value in lines:
             add(number, value, True)
