@@ -347,3 +347,17 @@ def test_ctrl_c_before_the_first_result_leaves_no_file(tmp_path: Path) -> None:
         _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert not out.exists()  # nothing finished: the rerun needs no --resume
+
+
+def test_a_resume_onto_another_inputs_output_is_warned_about(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    with OpenAICompatServer(handler=judged()) as server:
+        first = batch(str(write_items(tmp_path / "one.jsonl", ["a", "b"])), "-o", str(out),
+                      "--base-url", server.base_url)
+        assert first.returncode == 0, first.stderr
+        other = batch(str(write_items(tmp_path / "two.jsonl", ["a", "c"])), "-o", str(out),
+                      "--base-url", server.base_url, "--resume")
+    assert other.returncode == 0, other.stderr
+    assert "the output holds 1 result whose id is not in the input ('b'): is it another " \
+        "input's output?" in other.stderr
+    assert sorted(result_ids(out)) == ["a", "b", "c"]  # warned, not refused: nothing lost

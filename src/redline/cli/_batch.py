@@ -138,6 +138,12 @@ class BatchProgress:
         if summary.skipped:
             click.echo(f"redline: batch: resuming: {summary.skipped} of {summary.total} "
                        "items already done", err=True)
+        if summary.foreign:
+            shown = ", ".join(repr(i) for i in summary.foreign[:3])
+            click.echo(f"redline: warning: the output holds {len(summary.foreign)} result"
+                       f"{'s' * (len(summary.foreign) != 1)} whose id is not in the input "
+                       f"({shown}{', ...' if len(summary.foreign) > 3 else ''}): is it "
+                       "another input's output?", err=True)
         if sys.stderr.isatty():
             from redline.cli._progress import make_console
 

@@ -299,6 +299,8 @@ class BatchSummary:
     """Items already in the output (a resume) that had ended with an error."""
     torn_line: int | None = None
     """The output's torn last line that was dropped on resume (its item runs again)."""
+    foreign: list[str] = field(default_factory=list)
+    """Ids in the output (a resume) that the input does not have: another input's output?"""
     interrupted: bool = False
     """The batch was cancelled before every item finished."""
 
@@ -398,6 +400,7 @@ def open_output(spec: RunSpec, items: Sequence[BatchItem], out: str | Path, *,
     summary.total = len(items)
     summary.skipped = sum(item.id in output.done for item in items)
     summary.failed_before = sum(item.id in output.failed for item in items)
+    summary.foreign = sorted(output.done - {item.id for item in items})
     return output, summary
 
 
