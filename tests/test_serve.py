@@ -558,9 +558,7 @@ def test_a_run_past_its_timeout_is_504_and_a_wait_past_it_503(
     thread = threading.Thread(target=first)
     try:
         thread.start()
-        deadline = time.monotonic() + 30
-        while _active(server) < 1 and time.monotonic() < deadline:
-            time.sleep(0.02)
+        _wait_for_a_run(server)
         started = time.monotonic()
         with pytest.raises(openai.APIStatusError) as info:  # waits 1 s for the slot
             server.client(timeout=60).chat.completions.create(model="redline/refine",
@@ -604,9 +602,7 @@ def test_a_stop_signal_ends_the_server_with_exit_0(
     thread = threading.Thread(target=in_flight)
     try:
         thread.start()
-        deadline = time.monotonic() + 30
-        while _active(server) < 1 and time.monotonic() < deadline:
-            time.sleep(0.02)
+        _wait_for_a_run(server)
         server.proc.send_signal(stop)
         time.sleep(0.5)
         upstream.release.set()  # the request in flight is answered, then the server stops
@@ -624,3 +620,10 @@ def test_a_stop_signal_ends_the_server_with_exit_0(
 def _active(server: Serve) -> int:
     """Chat requests running now, as /healthz says."""
     return int(httpx.get(f"{server.root}/healthz", timeout=10).json()["active"])
+
+
+def _wait_for_a_run(server: Serve, timeout: float = 30) -> None:
+    """Until a chat request is running (or `timeout` seconds)."""
+    deadline = time.monotonic() + timeout
+    while _active(server) < 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
