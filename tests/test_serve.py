@@ -586,11 +586,15 @@ def test_a_run_past_its_timeout_is_504_and_a_wait_past_it_503(
 
 
 
-@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize(("stop", "grace", "answer_after"), [
+    (signal.SIGTERM, [], 0.5), (signal.SIGINT, [], 0.5),
+    (signal.SIGTERM, ["--shutdown-grace", "20"], 6.5),  # past the default 5 s grace
+])
 def test_a_stop_signal_ends_the_server_with_exit_0(
-        upstream: Upstream, tmp_path: Path, stop: signal.Signals) -> None:
+        upstream: Upstream, tmp_path: Path, stop: signal.Signals, grace: list[str],
+        answer_after: float) -> None:
     server = Serve(["--upstream", upstream.server.base_url, "--model", upstream.server.model,
-                    "--max-rounds", "0"], tmp_path)
+                    "--max-rounds", "0", *grace], tmp_path)
     upstream.release.clear()
     answered: list[str | None] = []
 
@@ -604,7 +608,7 @@ def test_a_stop_signal_ends_the_server_with_exit_0(
         thread.start()
         _wait_for_a_run(server)
         server.proc.send_signal(stop)
-        time.sleep(0.5)
+        time.sleep(answer_after)
         upstream.release.set()  # the request in flight is answered, then the server stops
         assert server.proc.wait(30) == 0
         thread.join(30)

@@ -28,8 +28,8 @@ from redline.errors import ConfigError
 _WITH_CONFIG = {"model", "upstream", "base_url", "api_key_file", "model_path",
                 "reviser_model", "reviser_base_url", "reviser_price"}
 _SERVER_OPTIONS = {"config_file", "run_name", "host", "port", "concurrency", "queue",
-                   "max_body", "request_timeout", "token_ceiling", "api_key", "log_level",
-                   "loop", "quiet"}
+                   "max_body", "request_timeout", "shutdown_grace", "token_ceiling", "api_key",
+                   "log_level", "loop", "quiet"}
 
 
 def _serve_options(command: Any) -> Any:
@@ -69,6 +69,11 @@ def _serve_options(command: Any) -> Any:
               metavar="SECONDS",
               help="Caps every run's --max-seconds; a request still running 5 s later gets "
                    "504, one that waits this long for a slot 503.")
+@click.option("--shutdown-grace", type=click.FloatRange(min=0), default=5.0,
+              show_default=True, metavar="SECONDS",
+              help="On Ctrl-C / SIGTERM, how long requests in flight may run on before "
+                   "they are cancelled (refines take minutes: match your orchestrator's "
+                   "termination grace period).")
 @click.option("--token-ceiling", type=int, default=100_000, show_default=True, metavar="N",
               help="The most tokens one request's loop may spend, whatever it asks "
                    "(a request's max_tokens caps its loop below this).")
@@ -104,9 +109,9 @@ def serve_command(**opts: Any) -> None:
       redline serve --preset best-of-n -n 3      # the embedded model, model redline/best-of-n
 
     \b
-    Exit codes: 0 stopped (Ctrl-C / SIGTERM: requests in flight get 5 s to finish,
-    then are cancelled); 2 bad configuration or a failed preflight, or the port is
-    taken (one line, nothing served).
+    Exit codes: 0 stopped (Ctrl-C / SIGTERM: requests in flight get --shutdown-grace
+    seconds to finish, then are cancelled); 2 bad configuration or a failed preflight,
+    or the port is taken (one line, nothing served).
     """
     quiet = opts["quiet"]
     logging.getLogger("redline").setLevel(logging.ERROR if quiet else logging.WARNING)
@@ -166,7 +171,7 @@ def serve_command(**opts: Any) -> None:
             await runs.preflight()
             config = uvicorn.Config(create_app(runs, settings), log_level=opts["log_level"],
                                     access_log=opts["log_level"] != "warning",
-                                    timeout_graceful_shutdown=5)
+                                    timeout_graceful_shutdown=opts["shutdown_grace"])
             server = _GracefulServer(config)
             host, port = sock.getsockname()[:2]
             if not quiet:
