@@ -19,6 +19,7 @@ __all__ = ["append_line", "atomic_write", "check_writable", "json_lines", "parse
            "read_config_text", "read_jsonl", "write_output"]
 
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")  # \uD800-\uDFFF, half of a pair or alone
+_SURROGATE_ESCAPE_BYTES = re.compile(_SURROGATE_ESCAPE.pattern.encode())
 
 
 def json_lines(text: str) -> list[str]:
@@ -37,22 +38,28 @@ def parse_json(text: str | bytes) -> Any:
         json.JSONDecodeError: the text is not JSON, or one of the two above, or holds an
             integer longer than Python reads (``msg`` says which).
     """
-    shown = text if isinstance(text, str) else text.decode("utf-8", "replace")
     try:
         value = json.loads(text)
     except RecursionError:
-        raise json.JSONDecodeError("nested too deep", shown, 0) from None
+        raise json.JSONDecodeError("nested too deep", _as_text(text), 0) from None
     except json.JSONDecodeError:
         raise
+    except UnicodeDecodeError:  # bytes that are not UTF-8
+        raise json.JSONDecodeError("not UTF-8 text", _as_text(text), 0) from None
     except ValueError:  # an integer past Python's digit limit for str -> int
-        raise json.JSONDecodeError("a number too long to read", shown, 0) from None
-    if (found := _SURROGATE_ESCAPE.search(shown)) is not None:  # rare: only then check
+        raise json.JSONDecodeError("a number too long to read", _as_text(text), 0) from None
+    pattern = _SURROGATE_ESCAPE if isinstance(text, str) else _SURROGATE_ESCAPE_BYTES
+    if (found := pattern.search(text)) is not None:  # type: ignore[arg-type]  # rare
         try:
             json.dumps(value, ensure_ascii=False).encode("utf-8")
         except UnicodeEncodeError:
             raise json.JSONDecodeError("a \\u escape leaves half a surrogate pair, which is "
-                                       "not text", shown, found.start()) from None
+                                       "not text", _as_text(text), found.start()) from None
     return value
+
+
+def _as_text(text: str | bytes) -> str:
+    return text if isinstance(text, str) else text.decode("utf-8", "replace")
 
 
 def read_config_text(path: str | Path, what: str) -> str:

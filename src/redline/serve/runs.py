@@ -23,7 +23,6 @@ TOML or JSON, each a `RunSpec`::
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import tomllib
@@ -33,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from redline._files import read_config_text
+from redline._files import parse_json, read_config_text
 from redline.errors import ConfigError
 from redline.types import Budget, RefineResult, Task
 
@@ -81,8 +80,8 @@ def load_specs(path: str | Path) -> dict[str, RunSpec]:
     text = read_config_text(path, "serve config")
     form = "TOML" if str(path).endswith(".toml") else "JSON"
     try:
-        data: Any = tomllib.loads(text) if form == "TOML" else json.loads(text)
-    except RecursionError:  # the parsers recurse per level of nesting
+        data: Any = tomllib.loads(text) if form == "TOML" else parse_json(text)
+    except RecursionError:  # tomllib recurses per level of nesting (parse_json says so)
         raise ConfigError(f"serve config {str(path)!r} is not {form} redline reads: it is "
                           "nested too deeply") from None
     except ValueError as exc:
