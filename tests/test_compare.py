@@ -118,6 +118,9 @@ def test_a_compare_resumes_without_running_anything_twice(tmp_path: Path) -> Non
     (["--methods", "single", "--evaluator", "regex"],
      ['{"id": "a", "task": "Q", "answer": "4"}', '{"id": "b", "task": "R", "answer": "(1"}'],
      "item 'b': 'answer' is not a regular expression"),
+    (["--methods", "single", "--evaluator", "numeric"],
+     ['{"id": "a", "task": "Q", "answer": "$1,000"}', '{"id": "b", "task": "R", "answer": "x"}'],
+     "item 'b': 'answer' 'x' is not a number"),
     (["--methods", "single,,resample"], None, "empty"),
 ])
 def test_bad_datasets_and_methods_exit_2(tmp_path: Path, args: list[str],
@@ -217,6 +220,9 @@ async def test_evaluators_match_answers_and_run_hidden_tests(tmp_path: Path) -> 
     assert await make_evaluator("tests")(code, "def add(a, b):\n    return a + b\n")
     assert not await make_evaluator("tests")(code, "def add(a, b):\n    return a - b\n")
     assert not await make_evaluator("auto")(code, None)  # type: ignore[arg-type]
+    # auto: an answer with a currency sign and separators is still a number
+    dollars = CompareItem(id="d", task="Q", answer="$1,000")
+    assert await make_evaluator("auto")(dollars, "The answer is 1000.0000001")
     custom = tmp_path / "judge.py"
     custom.write_text("def right(item, text):\n    return item['extra']['want'] in text\n")
     judged = make_evaluator(f"{custom}:right")

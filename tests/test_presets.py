@@ -339,7 +339,8 @@ async def test_resample_keeps_a_passing_draft_and_stops_at_n_drafts() -> None:
         model, lambda t: Critique(critic="f", score=scores[t], passed=False), n=3))
     assert len(model.calls) == 3 and failing.text == "a"  # the best of the n drafts
     assert failing.stop_reason is StopReason.budget and failing.budget_limit == "max_rounds"
-    assert failing.stop_detail == "max_rounds: 2 of 2 new drafts done"  # no revision made
+    assert failing.stop_detail == ("max_rounds: 2 of 2 new drafts done "
+                                    "(3 drafts in all, resample's n)")  # no revision made
     # A sample that repeats an earlier one spends its round; the next round draws again
     # (a repair that repeats itself ends the run, an independent draw does not).
     model = ScriptedChat(["a", "b", "a", "z"])

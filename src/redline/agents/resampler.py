@@ -42,6 +42,12 @@ class Resampler(Reviser):
     repeat_converges = False
     round_noun = "new draft"
 
+    def rounds_done(self, done: int, limit: int) -> str:
+        """As `Reviser.rounds_done`, naming the drafts in all: the `resample` preset's
+        ``n`` sets ``max_rounds`` to ``n - 1``, so "2 of 2" alone reads wrong for n=3."""
+        return (f"max_rounds: {done} of {limit} {self.round_noun}s done "
+                f"({limit + 1} drafts in all, resample's n)")
+
     def __init__(self, model: ChatModel, *, temperature: float = 0.7, max_tokens: int = 1024,
                  seed: int | None = None, system: str = "generate_system") -> None:
         super().__init__(model, temperature=temperature, max_tokens=max_tokens, system=system)

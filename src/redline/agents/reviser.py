@@ -78,6 +78,10 @@ class Reviser:
     """What one of its rounds makes, in messages such as the ``max_rounds`` stop's
     ("2 of 2 revisions done"); `Resampler`'s rounds make new drafts."""
 
+    def rounds_done(self, done: int, limit: int) -> str:
+        """The ``max_rounds`` stop's detail: `done` of `limit` rounds made."""
+        return f"max_rounds: {done} of {limit} {self.round_noun}s done"
+
     def __init__(self, model: ChatModel, *, mode: ReviseMode = "rewrite",
                  temperature: float = 0.3, max_tokens: int = 1024,
                  prompt: str = "revise_rewrite", edit_prompt: str = "revise_edit",

@@ -21,7 +21,7 @@ import math
 import re
 from fractions import Fraction
 
-__all__ = ["answer_key", "final_answer", "same_answer"]
+__all__ = ["answer_key", "final_answer", "is_number", "same_answer"]
 
 # A number as written in prose: thousands separators, decimals, a sign not glued to a
 # word ("x-3" is no negative three).
@@ -124,6 +124,17 @@ def answer_key(answer: str) -> str:
     if number is not None:
         return _canonical(number)
     return _NUMBER_IN_TEXT.sub(_canonical_match, key)
+
+
+def is_number(answer: str) -> bool:
+    """Whether `answer` is one number once normalised (`answer_key`): what
+    `same_answer` compares as a number rather than as text.
+
+    Examples:
+        >>> is_number("$1,000.50"), is_number("3/4"), is_number("x = 3")
+        (True, True, False)
+    """
+    return _as_number(answer_key(answer)) is not None
 
 
 def same_answer(a: str, b: str, *, rel_tol: float = 1e-6) -> bool:

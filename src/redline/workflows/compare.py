@@ -81,12 +81,14 @@ def make_evaluator(spec: str = "auto") -> Evaluator:
     """The evaluator named by `spec`.
 
     - ``auto``: per item, its ``hidden_tests`` if it has them, else its ``answer``
-      compared numerically when it is a number, else exactly.
+      compared numerically when it is a number
+      (`redline.feedback_sources.answers.is_number`: ``$1,000``, ``3/4``), else exactly.
     - ``tests``: the item's ``hidden_tests`` run on the answer's code in the sandbox;
       right when every test passes.
     - ``exact``: the answer's final answer equals ``answer`` once normalised
       (`redline.feedback_sources.answers.answer_key`: case, spaces, ``$``, trailing dot).
-    - ``numeric``: the final answer equals ``answer`` as a number (relative 1e-6).
+    - ``numeric``: the final answer equals ``answer`` as a number (relative 1e-6);
+      `compare` refuses an item whose ``answer`` is not a number before any work.
     - ``regex``: ``answer`` is a regular expression found in the answer's text.
     - ``FILE.py:FUNCTION``: ``FUNCTION(item: dict, text: str) -> bool`` (sync or async),
       ``item`` being the whole input line.
@@ -160,12 +162,10 @@ def _pattern(item: CompareItem, answer: str) -> re.Pattern[str]:
 async def _auto(item: CompareItem, text: str) -> bool:
     if item.hidden_tests:
         return await _tests(item, text)
+    from redline.feedback_sources.answers import is_number
+
     answer = _needs(item, "answer", "auto")
-    try:
-        float(answer.replace(",", ""))
-    except ValueError:
-        return await _exact(item, text)
-    return await _numeric(item, text)
+    return await (_numeric if is_number(answer) else _exact)(item, text)
 
 
 def _from_file(spec: str) -> Evaluator:
@@ -498,6 +498,12 @@ def _needs_for(item: CompareItem, evaluator: str) -> None:
     value = _needs(item, field_name, evaluator)
     if evaluator == "regex":
         _pattern(item, value)
+    if evaluator == "numeric":
+        from redline.feedback_sources.answers import is_number
+
+        if not is_number(value):
+            raise ConfigError(f"item {item.id!r}: 'answer' {value!r} is not a number, which "
+                              "the numeric evaluator needs (use --evaluator exact or auto)")
 
 
 def _tally(path: Path, table: CompareTable) -> None:

@@ -381,9 +381,10 @@ def _decide(cfg: RefineConfig, state: RefineState) -> Stop | None:
                     detail=f"{drafts} draft{'s' * (drafts != 1)} scored, {how} returned "
                            "(max_rounds=0: no revision asked for)")
     if revisions >= cfg.budget.max_rounds:
-        noun = "revision" if cfg.reviser is None else cfg.reviser.round_noun
+        limit = cfg.budget.max_rounds
         return Stop(reason=StopReason.budget, limit="max_rounds",
-                    detail=f"max_rounds: {revisions} of {cfg.budget.max_rounds} {noun}s done")
+                    detail=f"max_rounds: {revisions} of {limit} revisions done"
+                    if cfg.reviser is None else cfg.reviser.rounds_done(revisions, limit))
     try:
         Meter(cfg.budget, state.get("usage") or Usage(), _elapsed(state),
               margin=cfg.seconds_margin).check_seconds()
