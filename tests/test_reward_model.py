@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import math
 import random
 import subprocess
 import sys
 import weakref
 from pathlib import Path
+from typing import Any
 
 import hf_tiny
 import pytest
@@ -346,3 +348,61 @@ def test_building_the_critic_does_not_import_torch(chat_dir: Path) -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == "RewardModelCritic False False"
+
+
+def count_loads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every reward-model checkpoint load from now on, by folder."""
+    loads: list[str] = []
+    real = transformers.AutoModelForSequenceClassification.from_pretrained
+
+    def counted(source: Any, *args: Any, **kwargs: Any) -> Any:
+        loads.append(str(source))
+        return real(source, *args, **kwargs)
+    monkeypatch.setattr(transformers.AutoModelForSequenceClassification, "from_pretrained",
+                        counted)
+    return loads
+
+
+async def test_critics_of_one_model_share_one_loaded_copy(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = build_reward_model(tmp_path / "rm")
+    loads = count_loads(monkeypatch)
+    first, second = RewardModelCritic(folder).load(), RewardModelCritic(folder, batch_size=2)
+    await second.preflight()
+    assert len(loads) == 1  # the second critic found the first's copy
+    one = await first.critique(TASK, Candidate(text="Paris."))
+    two = await second.critique(TASK, Candidate(text="Paris."))
+    assert one.score == two.score and second.forward_passes == 1
+    RewardModelCritic(folder, dtype="bfloat16").load()
+    assert len(loads) == 2  # another dtype is another copy
+    # The shared copy lives only while a critic holds it: none leaks.
+    del first, second
+    await asyncio.sleep(0.01)  # the batches' done callbacks run and let go of them
+    gc.collect()
+    RewardModelCritic(folder).load()
+    assert len(loads) == 3
+
+
+def test_compare_loads_the_reward_model_once_for_all_its_methods(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from redline.cli import cli
+    from redline.testing import OpenAICompatServer
+
+    folder = build_reward_model(tmp_path / "rm")
+    items = tmp_path / "items.jsonl"
+    items.write_text('{"id": "a", "task": "Capital of France?", "answer": "Paris"}\n'
+                     '{"id": "b", "task": "Capital of Italy?", "answer": "Rome"}\n')
+    loads = count_loads(monkeypatch)
+    with OpenAICompatServer(handler=lambda request: "The answer is Paris.") as server:
+        result = CliRunner().invoke(cli, [
+            "compare", str(items), "--methods", "best-of-n,self-refine,critic",
+            "-c", f"rm:{folder}", "--max-tokens", "4000", "-o", str(tmp_path / "out.jsonl"),
+            "--base-url", server.base_url, "--model", server.model, "-q"])
+    assert result.exit_code == 0, result.output
+    # Before: one load per method (3), two copies in memory from the second method on.
+    assert loads == [str(folder)]
+    lines = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()[1:]]
+    assert sorted((x["method"], x["id"]) for x in lines) == [
+        (m, i) for m in ("best-of-n", "critic", "self-refine") for i in ("a", "b")]

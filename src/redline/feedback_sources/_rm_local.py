@@ -7,8 +7,9 @@ import importlib.util
 import logging
 import os
 import threading
+import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
@@ -50,7 +51,9 @@ class TransformersRewardModel:
     torch and transformers are imported when the model loads (on the first call, or
     `load` / `preflight`), never when it is built. Concurrent calls, from one event loop
     or many, are coalesced into batched forward passes that run in a worker thread, so
-    the event loop keeps serving the other runs meanwhile.
+    the event loop keeps serving the other runs meanwhile. Instances of one model on one
+    device and dtype share one loaded copy while any of them holds it (each critic a
+    `redline compare` method builds is such an instance).
 
     Example:
         >>> rm = TransformersRewardModel("Skywork/Skywork-Reward-V2-Qwen3-0.6B")  # doctest: +SKIP
@@ -98,8 +101,9 @@ class TransformersRewardModel:
         self.max_length = max_length
         self.batch_size = batch_size
         self.forward_passes = 0
-        self._lock = threading.Lock()  # one forward at a time; tokenizers are not thread-safe
+        self._lock = threading.Lock()  # guards this instance's load
         self._loaded = False
+        self._weights: _Weights | None = None
         self._hf_model: Any = None
         self._tokenizer: Any = None
         self._torch: Any = None
@@ -167,8 +171,12 @@ class TransformersRewardModel:
         return await asyncio.to_thread(self._score, items)
 
     def _score(self, items: list[tuple[str, str]]) -> list[Reward]:
-        with self._lock:
-            self._load_locked()
+        self.load()
+        # One forward at a time per loaded copy, whichever instance asks: tokenizers are
+        # not thread-safe, and instances of one model share its tokenizer.
+        weights = self._weights
+        assert weights is not None
+        with weights.lock:
             encoded = [self._encode(prompt, answer) for prompt, answer in items]
             # Similar lengths share a forward pass, so little of it is padding.
             order = sorted(range(len(items)), key=lambda i: encoded[i].length)
@@ -185,58 +193,15 @@ class TransformersRewardModel:
     def _load_locked(self) -> None:
         if self._loaded:
             return
-        try:
-            import torch
-            import transformers
-        except ImportError as exc:
-            raise MissingDependencyError("RewardModelCritic", "rm") from exc
-        where, dtype = placement(torch, self.device, self.dtype)
-        if not self.is_local:
-            try:
-                hub_check(self.model, what="reward model")
-            except ConfigError as exc:
-                raise CriticError(str(exc)) from None
-        try:
-            config = transformers.AutoConfig.from_pretrained(self.model)
-            _check_config(self.model, config)
-            model, info = transformers.AutoModelForSequenceClassification.from_pretrained(
-                self.model, output_loading_info=True, **{dtype_keyword(transformers): dtype})
-            tokenizer = transformers.AutoTokenizer.from_pretrained(self.model)
-        except _load_errors() as exc:
-            hint = "" if self.is_local else (" (a Hub id is downloaded on first use, which "
-                                             "needs network access; or give a local folder)")
-            raise CriticError(f"could not load the reward model {self.model!r}: "
-                              f"{type(exc).__name__}: {exc}{hint}") from exc
-        if info.get("missing_keys"):
-            raise CriticError(
-                f"the reward model {self.model!r} lacks weights for "
-                f"{', '.join(sorted(info['missing_keys']))}: its reward head would be random; "
-                "expected a checkpoint saved from a sequence-classification model")
-        try:
-            model = model.to(where)
-        except (RuntimeError, AssertionError) as exc:  # e.g. "Torch not compiled with CUDA"
-            raise CriticError(f"cannot put the reward model {self.model!r} on device "
-                              f"{str(where)!r}: {exc}") from exc
-        model.eval()
-        pad = model.config.pad_token_id
-        if pad is None:
-            pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None \
-                else tokenizer.eos_token_id
-        if pad is None:
-            log.warning("reward model %r has no padding token: scoring one answer per "
-                        "forward pass", self.model)
+        weights = _weights(self.model, self.is_local, self.device, self.dtype)
+        if weights.no_pad:
             self.batch_size = 1
-            pad = 0
-        model.config.pad_token_id = pad  # decoder reward heads read the last non-pad token
-        if getattr(model.config, "use_cache", False):
-            model.config.use_cache = False  # one forward pass: a KV cache is wasted work
-        self._pad_id = pad
-        self._chat = bool(getattr(tokenizer, "chat_template", None))
-        self.max_length = self.max_length or _default_max_length(config, tokenizer)
-        self._hf_model, self._tokenizer, self._torch, self._where = model, tokenizer, torch, where
+        self._pad_id, self._chat = weights.pad_id, weights.chat
+        self.max_length = self.max_length or weights.max_length
+        self._hf_model, self._tokenizer = weights.model, weights.tokenizer
+        self._torch, self._where = weights.torch, weights.where
+        self._weights = weights  # the shared copy lives while an instance holds it
         self._loaded = True
-        log.info("reward model %r loaded on %s (%s, %s input)", self.model, where, dtype,
-                 "chat template" if self._chat else "text pair")
 
     def _tokenize(self, prompt: str, answer: str) -> dict[str, list[int]]:
         tokenizer = self._tokenizer
@@ -319,6 +284,105 @@ class TransformersRewardModel:
                               f"{len(batch)}: {exc}") from exc
         self.forward_passes += 1
         return [float(v) for v in logits[:, 0].float().cpu().tolist()]
+
+
+@dataclass(eq=False)
+class _Weights:
+    """A reward model loaded in this process: the model, its tokenizer and what scoring
+    reads from them, shared by every `TransformersRewardModel` of the same source, device
+    and dtype (inference never changes them)."""
+
+    model: Any
+    tokenizer: Any
+    torch: Any
+    where: Any
+    pad_id: int
+    no_pad: bool
+    chat: bool
+    max_length: int
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+_LOADED: weakref.WeakValueDictionary[tuple[str, str, str], _Weights] = \
+    weakref.WeakValueDictionary()
+"""Each loaded reward model by (source, device, dtype), while an instance holds it: a
+`redline compare` whose methods all score with ``-c rm:...`` (each method builds its own
+critic) loads the model once, not once per method with two copies in memory at a time."""
+_LOADING = threading.Lock()
+
+
+def _weights(source: str, is_local: bool, device: str, dtype_name: str) -> _Weights:
+    """The loaded model of `source` on `device` in `dtype_name`: the copy already in
+    memory, else a new one (blocking).
+
+    Raises:
+        MissingDependencyError: torch or transformers is not installed.
+        ConfigError: ``device`` is not a torch device.
+        CriticError: the model cannot be loaded, or is not a one-output classifier.
+    """
+    try:
+        import torch
+        import transformers
+    except ImportError as exc:
+        raise MissingDependencyError("RewardModelCritic", "rm") from exc
+    where, dtype = placement(torch, device, dtype_name)
+    key = (source, str(where), str(dtype))
+    with _LOADING:  # two instances loading at once load one copy
+        found = _LOADED.get(key)
+        if found is not None:
+            return found
+        loaded = _load(source, is_local, torch, transformers, where, dtype)
+        _LOADED[key] = loaded
+        return loaded
+
+
+def _load(source: str, is_local: bool, torch: Any, transformers: Any, where: Any,
+          dtype: Any) -> _Weights:
+    if not is_local:
+        try:
+            hub_check(source, what="reward model")
+        except ConfigError as exc:
+            raise CriticError(str(exc)) from None
+    try:
+        config = transformers.AutoConfig.from_pretrained(source)
+        _check_config(source, config)
+        model, info = transformers.AutoModelForSequenceClassification.from_pretrained(
+            source, output_loading_info=True, **{dtype_keyword(transformers): dtype})
+        tokenizer = transformers.AutoTokenizer.from_pretrained(source)
+    except _load_errors() as exc:
+        hint = "" if is_local else (" (a Hub id is downloaded on first use, which needs "
+                                    "network access; or give a local folder)")
+        raise CriticError(f"could not load the reward model {source!r}: "
+                          f"{type(exc).__name__}: {exc}{hint}") from exc
+    if info.get("missing_keys"):
+        raise CriticError(
+            f"the reward model {source!r} lacks weights for "
+            f"{', '.join(sorted(info['missing_keys']))}: its reward head would be random; "
+            "expected a checkpoint saved from a sequence-classification model")
+    try:
+        model = model.to(where)
+    except (RuntimeError, AssertionError) as exc:  # e.g. "Torch not compiled with CUDA"
+        raise CriticError(f"cannot put the reward model {source!r} on device "
+                          f"{str(where)!r}: {exc}") from exc
+    model.eval()
+    pad = model.config.pad_token_id
+    if pad is None:
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None \
+            else tokenizer.eos_token_id
+    no_pad = pad is None
+    if no_pad:
+        log.warning("reward model %r has no padding token: scoring one answer per "
+                    "forward pass", source)
+        pad = 0
+    model.config.pad_token_id = pad  # decoder reward heads read the last non-pad token
+    if getattr(model.config, "use_cache", False):
+        model.config.use_cache = False  # one forward pass: a KV cache is wasted work
+    chat = bool(getattr(tokenizer, "chat_template", None))
+    log.info("reward model %r loaded on %s (%s, %s input)", source, where, dtype,
+             "chat template" if chat else "text pair")
+    return _Weights(model=model, tokenizer=tokenizer, torch=torch, where=where, pad_id=pad,
+                    no_pad=no_pad, chat=chat,
+                    max_length=_default_max_length(config, tokenizer))
 
 
 def _check_source(model: str | os.PathLike[str]) -> tuple[str, bool]:
