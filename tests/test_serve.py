@@ -621,6 +621,37 @@ def test_a_stop_signal_ends_the_server_with_exit_0(
         server.close()
 
 
+def test_a_request_past_the_shutdown_grace_is_answered_503_shutting_down(
+        upstream: Upstream, tmp_path: Path) -> None:
+    server = Serve(["--upstream", upstream.server.base_url, "--model", upstream.server.model,
+                    "--max-rounds", "0", "--shutdown-grace", "1"], tmp_path)
+    upstream.release.clear()
+    outcome: dict[str, Any] = {}
+
+    def in_flight() -> None:
+        try:
+            server.client(timeout=60).chat.completions.create(
+                model="redline/refine", messages=[{"role": "user", "content": "SLOW"}])
+        except openai.APIStatusError as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=in_flight)
+    try:
+        thread.start()
+        _wait_for_a_run(server)
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(30) == 0  # the upstream never answers: cut at 1 s
+        thread.join(30)
+        error = outcome["error"]
+        assert error.status_code == 503 and error.response.headers["retry-after"] == "1"
+        assert error.body["code"] == "shutting_down"  # type: ignore[index]
+        assert "Exception in ASGI application" not in server.log.read_text()
+    finally:
+        upstream.release.set()
+        thread.join(30)
+        server.close()
+
+
 def _active(server: Serve) -> int:
     """Chat requests running now, as /healthz says."""
     return int(httpx.get(f"{server.root}/healthz", timeout=10).json()["active"])
@@ -631,3 +662,12 @@ def _wait_for_a_run(server: Serve, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while _active(server) < 1 and time.monotonic() < deadline:
         time.sleep(0.02)
+
+
+def test_begin_shutdown_needs_an_app_create_app_made() -> None:
+    from starlette.applications import Starlette
+
+    from redline.serve import begin_shutdown
+
+    with pytest.raises(TypeError, match="create_app"):
+        begin_shutdown(Starlette())

@@ -9,7 +9,8 @@ import signal
 import socket
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any
+from types import FrameType
+from typing import Any, cast
 
 import click
 
@@ -72,8 +73,8 @@ def _serve_options(command: Any) -> Any:
 @click.option("--shutdown-grace", type=click.FloatRange(min=0), default=5.0,
               show_default=True, metavar="SECONDS",
               help="On Ctrl-C / SIGTERM, how long requests in flight may run on before "
-                   "they are cancelled (refines take minutes: match your orchestrator's "
-                   "termination grace period).")
+                   "they are cancelled and answered 503 shutting_down (refines take "
+                   "minutes: match your orchestrator's termination grace period).")
 @click.option("--token-ceiling", type=int, default=100_000, show_default=True, metavar="N",
               help="The most tokens one request's loop may spend, whatever it asks "
                    "(a request's max_tokens caps its loop below this).")
@@ -128,7 +129,7 @@ def serve_command(**opts: Any) -> None:
     specs = _specs(opts)
     upstream_key = read_key_file(opts["api_key_file"]) if opts["api_key_file"] else None
 
-    from redline.serve import RunTable, ServeSettings, create_app
+    from redline.serve import RunTable, ServeSettings, begin_shutdown, create_app
 
     settings = ServeSettings(api_key=opts["api_key"] or None, concurrency=opts["concurrency"],
                              queue=opts["queue"], max_body_bytes=opts["max_body"],
@@ -149,6 +150,11 @@ def serve_command(**opts: Any) -> None:
         again for its default action: exit 143, or ``KeyboardInterrupt`` (130). A stop
         asked for is the normal end of ``redline serve``: exit 0.
         """
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            # Requests cut off when the grace ends are answered 503, not a plain 500.
+            begin_shutdown(cast(Any, self.config.app))  # the app create_app made
+            super().handle_exit(sig, frame)
 
         @contextlib.contextmanager
         def capture_signals(self) -> Iterator[None]:

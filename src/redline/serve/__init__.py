@@ -14,8 +14,8 @@ await runs.preflight()
 app = create_app(runs, ServeSettings(concurrency=32))   # any ASGI server runs it
 ```
 
-`create_app` and `ServeSettings` need ``pip install "redline[serve]"`` (they import
-Starlette when first used); the protocol and the run table do not.
+`create_app`, `begin_shutdown` and `ServeSettings` need ``pip install "redline[serve]"``
+(they import Starlette when first used); the protocol and the run table do not.
 """
 
 from __future__ import annotations
@@ -26,14 +26,14 @@ from redline.serve.protocol import ApiError, ChatPlan, plan_request
 from redline.serve.runs import RunTable, Upstream, default_run_name, load_specs
 
 if TYPE_CHECKING:
-    from redline.serve._app import ServeSettings, create_app
+    from redline.serve._app import ServeSettings, begin_shutdown, create_app
 
-__all__ = ["ApiError", "ChatPlan", "RunTable", "ServeSettings", "Upstream", "create_app",
-           "default_run_name", "load_specs", "plan_request"]
+__all__ = ["ApiError", "ChatPlan", "RunTable", "ServeSettings", "Upstream", "begin_shutdown",
+           "create_app", "default_run_name", "load_specs", "plan_request"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("ServeSettings", "create_app"):
+    if name in ("ServeSettings", "begin_shutdown", "create_app"):
         try:
             from redline.serve import _app
         except ImportError as exc:  # starlette or uvicorn missing

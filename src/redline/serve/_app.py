@@ -47,7 +47,7 @@ from redline.serve.protocol import (
 from redline.serve.runs import RunTable
 from redline.types import RefineResult
 
-__all__ = ["Gate", "ServeSettings", "create_app"]
+__all__ = ["Gate", "ServeSettings", "begin_shutdown", "create_app"]
 
 log = logging.getLogger("redline.serve")
 
@@ -130,6 +130,8 @@ class _Server:
         self.started = int(time.time())
         self.http: httpx.AsyncClient | None = None
         self._jobs: set[asyncio.Task[Any]] = set()
+        self.stopping = False
+        """Set by `begin_shutdown`: a cancelled request is then the server's stop."""
 
     # -- plumbing ------------------------------------------------------------------------
 
@@ -181,6 +183,7 @@ class _Server:
     async def chat(self, request: Request) -> Response:
         started = time.monotonic()
         label = "unknown"
+        job: _Job | None = None
         try:
             self.check_auth(request)
             body = await self.read_json(request)
@@ -205,6 +208,20 @@ class _Server:
             response = JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
             if exc.status >= 500:
                 log.warning("%s: %s %s", label, exc.status, exc.message)
+        except asyncio.CancelledError:
+            if not self.stopping:
+                raise
+            # The server's shutdown grace is over and it cancels what still runs: say so
+            # in the API's own terms (the ASGI server would answer a plain-text 500).
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+            if job is not None:
+                job.task.cancel()
+            stop = ApiError(503, "the server is shutting down and this request ran past its "
+                            "shutdown grace; retry it", type="server_error",
+                            code="shutting_down", headers={"Retry-After": "1"})
+            response = JSONResponse(stop.body(), status_code=stop.status, headers=stop.headers)
         self.record(label, response.status_code, started)
         return response
 
@@ -284,7 +301,8 @@ class _Server:
         finally:
             if not job.task.done():  # the client went away, or the run is past its time
                 job.task.cancel()
-                status = 499 if status == 200 else status
+                if status == 200:  # cut off by the server's stop, or the client left
+                    status = 503 if self.stopping else 499
             self.record(plan.run, status, started)
 
     async def passthrough(self, plan: ChatPlan, body: dict[str, Any]) -> Response:
@@ -414,6 +432,24 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     error = ApiError(exc.status_code, message, code="not_found" if exc.status_code == 404
                      else "method_not_allowed")
     return JSONResponse(error.body(), status_code=exc.status_code)
+
+
+def begin_shutdown(app: Starlette) -> None:
+    """Tell `app` that its ASGI server is stopping.
+
+    A chat request the server then cancels (it ran past the server's shutdown grace) is
+    answered ``503`` with code ``shutting_down`` and ``Retry-After: 1``, not the ASGI
+    server's plain-text 500; its run is cancelled. ``redline serve`` calls this on
+    SIGINT / SIGTERM; with another server, call it from its shutdown hook before it
+    cancels the requests in flight.
+
+    Args:
+        app: an app made by `create_app`.
+    """
+    server = getattr(app.state, "server", None)
+    if not isinstance(server, _Server):
+        raise TypeError("begin_shutdown: expected an app made by redline.serve.create_app")
+    server.stopping = True
 
 
 def create_app(runs: RunTable, settings: ServeSettings | None = None) -> Starlette:
