@@ -125,9 +125,33 @@ def test_ray_client_addresses_are_checked_too_and_auto_is_left_to_ray() -> None:
             _check_listening(address)
     with pytest.raises(ConfigError, match="port 70000, outside 1-65535"):
         _check_listening("127.0.0.1:70000")
-    with socket.socket() as listening:
-        listening.bind(("127.0.0.1", 0))
-        listening.listen()
-        _check_listening(f"127.0.0.1:{listening.getsockname()[1]}")
     for address in ("auto", "local", "no-port"):
         _check_listening(address)  # Ray's own behaviour: nothing to probe here
+
+
+def test_a_listener_that_is_not_ray_is_refused_in_seconds(
+        ray_head: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import http.server
+    import threading
+
+    from redline.errors import ConfigError
+    from redline.workflows import ray_batch
+
+    _check_listening = ray_batch._check_listening
+    _check_listening(ray_head)  # the real GCS answers the HTTP/2 probe
+    # Before: a TCP connection was enough, and ray.init then retried for minutes.
+    web = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    thread = threading.Thread(target=web.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(ConfigError, match="listens at .*, but not a Ray cluster"):
+            _check_listening(f"127.0.0.1:{web.server_address[1]}")
+    finally:
+        web.shutdown()
+        web.server_close()
+    monkeypatch.setattr(ray_batch, "_PROBE_TIMEOUT", 0.5)
+    with socket.socket() as silent:  # accepts (the backlog does) and never says a word
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        with pytest.raises(ConfigError, match=r"\(no answer within 0.5 s\)"):
+            _check_listening(f"127.0.0.1:{silent.getsockname()[1]}")

@@ -173,15 +173,17 @@ async def aray_batch(spec: RunSpec, items: Sequence[Any], out: str | Path, *, ad
 
 
 def _check_listening(address: str) -> None:
-    """Fail at once when nothing listens at an explicit ``HOST:PORT`` / ``ray://HOST:PORT``.
+    """Fail at once when no Ray cluster listens at an explicit ``HOST:PORT`` /
+    ``ray://HOST:PORT``: nothing accepts a connection, or what does is no gRPC server.
 
     ``ray.init`` retries an unreachable GCS for minutes, and ignores SIGTERM meanwhile.
     ``auto`` and ``local`` keep Ray's own behaviour; a malformed address is left to Ray,
     which rejects it at once.
 
     Raises:
-        ConfigError: nothing accepts a TCP connection at the address within
-            `_PROBE_TIMEOUT` seconds, or its port is out of range.
+        ConfigError: nothing accepts a TCP connection at the address or answers an
+            HTTP/2 preface within `_PROBE_TIMEOUT` seconds, the answer is not HTTP/2 (unless
+            ``RAY_USE_TLS`` is set), or the port is out of range.
     """
     if address in ("auto", "local"):
         return
@@ -191,8 +193,9 @@ def _check_listening(address: str) -> None:
     if not 0 < int(port) < 65536:
         raise ConfigError(f"the Ray address {address!r} has port {port}, outside 1-65535")
     try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=_PROBE_TIMEOUT):
-            pass
+        with socket.create_connection((host.strip("[]"), int(port)),
+                                      timeout=_PROBE_TIMEOUT) as conn:
+            speaks_grpc = _speaks_http2(conn)
     except OSError as exc:
         if isinstance(exc, TimeoutError):
             reason = f"no answer within {_PROBE_TIMEOUT:g} s"
@@ -202,6 +205,32 @@ def _check_listening(address: str) -> None:
             reason = exc.strerror or str(exc)
         raise ConfigError(f"no Ray cluster answers at {address} ({reason}): start one with "
                           "`ray start --head` or pass --ray auto") from None
+    if not speaks_grpc and os.environ.get("RAY_USE_TLS", "").lower() not in ("1", "true"):
+        raise ConfigError(f"something listens at {address}, but not a Ray cluster (it does not "
+                          "speak gRPC): check the port (`ray status` prints the address) or "
+                          "pass --ray auto")
+
+
+# An HTTP/2 client's connection preface and an empty SETTINGS frame (RFC 9113, 3.4).
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+
+
+def _speaks_http2(conn: socket.socket) -> bool:
+    """Whether the peer answers an HTTP/2 preface with its SETTINGS frame, as every gRPC
+    server (Ray's GCS, the Ray Client server) does. A listener that is no Ray cluster
+    would leave ``ray.init`` retrying for minutes.
+
+    Raises:
+        OSError: the connection failed (a timeout: no answer in `_PROBE_TIMEOUT`).
+    """
+    conn.sendall(_H2_PREFACE)
+    header = b""
+    while len(header) < 9:
+        chunk = conn.recv(9 - len(header))
+        if not chunk:
+            return False  # closed on us: an HTTP/1 server, or anything else
+        header += chunk
+    return header[3] == 4  # the frame type: SETTINGS
 
 
 def _connect(ray: Any, address: str, env: dict[str, str]) -> None:
