@@ -122,6 +122,16 @@ def test_json_that_python_reads_but_cannot_use_is_a_bad_line() -> None:
     assert read_items([pair])[0].task == "Say \U0001f600 hi"
 
 
+def test_a_key_given_twice_is_a_bad_line() -> None:
+    # JSON keeps the last value silently: the task the person wrote first would be lost.
+    twice = '{"id": "a", "task": "first", "metadata": {}, "task": "second"}'
+    nested = '{"id": "b", "task": "q", "metadata": {"tests": "x", "tests": "y"}}'
+    with pytest.raises(ConfigError) as info:
+        read_items([twice, nested], name="IN.jsonl")
+    assert str(info.value) == ("IN.jsonl: 2 bad lines: line 1: not JSON (key 'task' given "
+                               "twice); line 2: not JSON (key 'tests' given twice)")
+
+
 def test_ids_default_to_a_content_hash_and_blank_lines_are_skipped(tmp_path: Path) -> None:
     source = tmp_path / "in.jsonl"
     source.write_text('\n{"task": "q", "metadata": {"tests": "assert 1"}}\n\n'

@@ -470,8 +470,10 @@ def test_a_bad_config_exits_2(tmp_path: Path) -> None:
     ("runs.json", "[" * 40_000 + "]" * 40_000, "is not valid JSON: nested too deep"),
     ("runs.toml", "runs = " + "[" * 40_000 + "]" * 40_000,
      "is not TOML redline reads: it is nested too deeply"),
-], ids=["json", "toml"])
-def test_a_config_nested_too_deeply_exits_2_with_one_line(
+    ("runs.json", '{"runs": {"a": {}}, "runs": {"b": {}}}',
+     "is not valid JSON: key 'runs' given twice"),
+], ids=["json", "toml", "json-key-twice"])
+def test_a_config_too_deep_or_with_a_key_twice_exits_2_with_one_line(
         tmp_path: Path, name: str, text: str, says: str) -> None:
     config = tmp_path / name
     config.write_text(text)
@@ -546,19 +548,8 @@ def test_a_run_past_its_timeout_is_504_and_a_wait_past_it_503(
                     "-c", "stuck", "--concurrency", "1", "--queue", "1",
                     "--request-timeout", "1", "--loop", "asyncio"], tmp_path,
                    env={"PYTHONPATH": str(site)})
-    outcome: dict[str, Any] = {}
-
-    def first() -> None:
-        try:
-            server.client(timeout=60).chat.completions.create(model="redline/refine",
-                                                               messages=QUESTION)
-        except openai.APIStatusError as exc:
-            outcome["first"] = exc
-
-    thread = threading.Thread(target=first)
+    thread, outcome = _in_flight(server, QUESTION)
     try:
-        thread.start()
-        _wait_for_a_run(server)
         started = time.monotonic()
         with pytest.raises(openai.APIStatusError) as info:  # waits 1 s for the slot
             server.client(timeout=60).chat.completions.create(model="redline/refine",
@@ -568,7 +559,7 @@ def test_a_run_past_its_timeout_is_504_and_a_wait_past_it_503(
         assert info.value.body["code"] == "queue_timeout"  # type: ignore[index]
         assert int(info.value.response.headers["retry-after"]) >= 1
         thread.join(30)
-        first_error = outcome["first"]
+        first_error = outcome["error"]
         assert first_error.status_code == 504  # 1 s + the 5 s grace
         assert first_error.body["code"] == "timeout"  # type: ignore[index]
         assert first_error.body["message"] == "the run took longer than 1 s"  # type: ignore[index]
@@ -626,19 +617,8 @@ def test_a_request_past_the_shutdown_grace_is_answered_503_shutting_down(
     server = Serve(["--upstream", upstream.server.base_url, "--model", upstream.server.model,
                     "--max-rounds", "0", "--shutdown-grace", "1"], tmp_path)
     upstream.release.clear()
-    outcome: dict[str, Any] = {}
-
-    def in_flight() -> None:
-        try:
-            server.client(timeout=60).chat.completions.create(
-                model="redline/refine", messages=[{"role": "user", "content": "SLOW"}])
-        except openai.APIStatusError as exc:
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=in_flight)
+    thread, outcome = _in_flight(server, [{"role": "user", "content": "SLOW"}])
     try:
-        thread.start()
-        _wait_for_a_run(server)
         server.proc.send_signal(signal.SIGTERM)
         assert server.proc.wait(30) == 0  # the upstream never answers: cut at 1 s
         thread.join(30)
@@ -650,6 +630,25 @@ def test_a_request_past_the_shutdown_grace_is_answered_503_shutting_down(
         upstream.release.set()
         thread.join(30)
         server.close()
+
+
+def _in_flight(server: Serve, messages: list[dict[str, str]]
+               ) -> tuple[threading.Thread, dict[str, Any]]:
+    """A chat request sent from a thread, once it is running; an error status it gets
+    lands in the dict's ``"error"``."""
+    outcome: dict[str, Any] = {}
+
+    def send() -> None:
+        try:
+            server.client(timeout=60).chat.completions.create(model="redline/refine",
+                                                               messages=messages)
+        except openai.APIStatusError as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=send)
+    thread.start()
+    _wait_for_a_run(server)
+    return thread, outcome
 
 
 def _active(server: Serve) -> int:

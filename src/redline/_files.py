@@ -29,17 +29,26 @@ def json_lines(text: str) -> list[str]:
     return [line.removesuffix("\r") for line in text.split("\n")]
 
 
-def parse_json(text: str | bytes) -> Any:
+def parse_json(text: str | bytes, *, unique_keys: bool = False) -> Any:
     """`json.loads`, with two inputs it would pass on reported as bad JSON: nesting too
     deep for the parser (a `RecursionError`) and a ``\\uD800``-style escape that leaves
     half a surrogate pair (a string that cannot be written as UTF-8 later).
 
+    Args:
+        text: the JSON text.
+        unique_keys: refuse an object that gives a key twice (JSON keeps the last one
+            silently: in a file a person wrote, the first is then lost unseen).
+
     Raises:
         json.JSONDecodeError: the text is not JSON, or one of the two above, or holds an
-            integer longer than Python reads (``msg`` says which).
+            integer longer than Python reads, or (with `unique_keys`) a key twice
+            (``msg`` says which).
     """
     try:
-        value = json.loads(text)
+        value = json.loads(text, object_pairs_hook=_unique if unique_keys else None)
+    except _DuplicateKey as exc:
+        raise json.JSONDecodeError(f"key {exc.args[0]!r} given twice", _as_text(text),
+                                   0) from None
     except RecursionError:
         raise json.JSONDecodeError("nested too deep", _as_text(text), 0) from None
     except json.JSONDecodeError:
@@ -55,6 +64,21 @@ def parse_json(text: str | bytes) -> Any:
         except UnicodeEncodeError:
             raise json.JSONDecodeError("a \\u escape leaves half a surrogate pair, which is "
                                        "not text", _as_text(text), found.start()) from None
+    return value
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    value = dict(pairs)
+    if len(value) < len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
     return value
 
 

@@ -80,7 +80,8 @@ def load_specs(path: str | Path) -> dict[str, RunSpec]:
     text = read_config_text(path, "serve config")
     form = "TOML" if str(path).endswith(".toml") else "JSON"
     try:
-        data: Any = tomllib.loads(text) if form == "TOML" else parse_json(text)
+        data: Any = tomllib.loads(text) if form == "TOML" \
+            else parse_json(text, unique_keys=True)
     except RecursionError:  # tomllib recurses per level of nesting (parse_json says so)
         raise ConfigError(f"serve config {str(path)!r} is not {form} redline reads: it is "
                           "nested too deeply") from None

@@ -142,7 +142,7 @@ def read_items(source: str | Path | Iterable[str], *, name: str | None = None,
 def _item(line: str, model: type[Any]) -> tuple[Any, str | None, bool]:
     """The item on one line or what is wrong with it, and whether its id is derived."""
     try:
-        data = parse_json(line)
+        data = parse_json(line, unique_keys=True)
     except ValueError as exc:
         return None, f"not JSON ({getattr(exc, 'msg', exc)})", False
     if not isinstance(data, dict):
