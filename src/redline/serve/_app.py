@@ -445,6 +445,9 @@ def begin_shutdown(app: Starlette) -> None:
 
     Args:
         app: an app made by `create_app`.
+
+    Raises:
+        TypeError: `app` was not made by `create_app`.
     """
     server = getattr(app.state, "server", None)
     if not isinstance(server, _Server):
