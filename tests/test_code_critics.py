@@ -204,6 +204,58 @@ async def test_an_unreadable_example_is_skipped_and_the_others_run() -> None:
         await critic.critique(only_bad, Candidate(text="def f(s):\n    return s\n"))
 
 
+# Examples written in prose, as half of HumanEval's prompts give them (no ">>>").
+PROSE_STUB = '''def pick(xs, k):
+    """Return the k largest of xs, largest first, or "none" when xs is empty.
+
+    Examples:
+    pick([3, 1, 2], 2) == [3, 2]
+    * pick([5], 1) ➞ [5]
+    for pick([], 3) => "none"
+    pick([1, 1], 1) should return [1].
+    pick([7, 8], 1) -> [8] (the largest)
+    pick(xs, 0) == []
+    pick([1, 2], 1) -> 3 - 1 = 2
+    pick(n) = pick(n - 1) + 1
+    """
+'''
+
+
+def test_prose_examples_are_read_as_assertions() -> None:
+    from redline.critics.code_tests import prose_examples
+    assert prose_examples(PROSE_STUB, "pick") == [
+        "assert pick([3, 1, 2], 2) == [3, 2]", "assert pick([5], 1) == [5]",
+        "assert pick([], 3) == 'none'", "assert pick([1, 1], 1) == [1]",
+        "assert pick([7, 8], 1) == [8]"]
+    # JSON's words read as Python's; a result cut off by its prose is no example.
+    assert prose_examples("is_odd(3) => true\nis_odd(2) = false.\nis_odd(1) ==> True if",
+                          "is_odd") == ["assert is_odd(3) == True", "assert is_odd(2) == False"]
+    # Another function's calls, the def line and calls inside code are not examples.
+    assert prose_examples(PROSE_STUB, "other") == []
+    assert prose_examples("def f(x) -> int:\n    return g(f(1) == 2)\n", "f") == []
+    assert prose_examples("x.f(1) == 2\nnot_f(1) == 2\n", "f") == []
+
+
+async def test_doctest_critic_runs_prose_examples_in_the_sandbox() -> None:
+    task = Task(prompt=f"Complete this function:\n```python\n{PROSE_STUB}```")
+    critic = DoctestCritic()
+    assert len(critic.suite_for(task)) == 5
+    right = ("def pick(xs, k):\n    if not xs:\n        return 'none'\n"
+             "    return sorted(xs, reverse=True)[:k]\n")
+    passed = await critic.critique(task, Candidate(text=right))
+    assert (passed.score, passed.passed, passed.evidence["tests"]) == (1.0, True, 5)
+    unsorted = await critic.critique(task, Candidate(
+        text="def pick(xs, k):\n    return xs[:k] if xs else 'none'\n"))
+    assert unsorted.passed is False and unsorted.score == 3 / 5
+    assert "assert pick([3, 1, 2], 2) == [3, 2]" in unsorted.feedback
+    # ">>>" examples win: prose lines beside them are not run twice.
+    both = Task(prompt=PROSE_STUB.replace("    Examples:", "    >>> pick([2], 1)\n    [2]"))
+    assert critic.suite_for(both).names == [">>> pick([2], 1)"]
+    # The draft given to improve carries the examples when the prompt has none.
+    fix = Task(prompt="Fix this function.", draft=PROSE_STUB + "    return xs\n")
+    assert len(critic.suite_for(fix)) == 5
+
+
 async def test_candidate_objects_and_exceptions_cross_as_data() -> None:
     code = ("class Stack:\n    def __init__(self):\n        self.items = []\n"
             "    def push(self, x):\n        self.items.append(x)\n"

@@ -234,6 +234,9 @@ def test_self_debug_without_tests_uses_the_tasks_own_else_generated_ones() -> No
     assert source(Task(prompt="Fix it", draft='def f():\n    """\n    >>> f()\n    1\n    """'
                        )) == "examples"
     assert source(Task(prompt="Write f.")) == "generated"
+    prose = 'def f(s):\n    """Upper-cases s.\n    f("ab") ➞ "AB"\n    """'
+    assert source(Task(prompt=prose)) == "examples"
+    assert source(Task(prompt=prose.replace('f("ab")', 'f(s)'))) == "generated"
 
 
 def test_the_tests_critic_is_a_plugin_with_a_checked_argument() -> None:

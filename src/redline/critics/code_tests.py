@@ -14,8 +14,10 @@ Tests come from:
 - `PythonTestsCritic`: a tests module (``assert`` statements, pytest-style ``test_*``
   functions and ``Test*`` classes, or a HumanEval ``check(candidate)``) given to the
   critic, else each task's ``metadata["tests"]`` (a string or a list of strings).
-- `DoctestCritic`: the ``>>>`` examples in the task's prompt (HumanEval prompts carry
-  them in the function's docstring).
+- `DoctestCritic`: the examples in the task's prompt: its ``>>>`` examples (HumanEval
+  prompts carry them in the function's docstring), else lines that show a call of the
+  task's function and its result in prose (``f(2) == 4``, ``f(2) ➞ 4``, ``f(2) => 4``,
+  ``f(2) returns 4``: see `prose_examples`).
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ from redline.feedback_sources.sandbox import Sandbox, default_sandbox
 from redline.types import Candidate, Critique, Task
 
 __all__ = ["DoctestCritic", "PythonTestsCritic", "doctest_critic", "entry_point",
-           "examples_text", "has_examples", "pytest_critic", "report_critique"]
+           "examples_text", "has_examples", "prose_examples", "pytest_critic",
+           "report_critique", "task_has_examples"]
 
 _EXAMPLE = re.compile(r"^\s*>>> ", re.MULTILINE)
 _DEF = re.compile(r"^\s*(?:async\s+)?def\s+([A-Za-z_]\w*)\s*\(", re.MULTILINE)
@@ -112,7 +115,8 @@ class PythonTestsCritic(Critic):
 
 
 class DoctestCritic(PythonTestsCritic):
-    """Runs the ``>>>`` examples of the task's prompt against the candidate's code.
+    """Runs the examples of the task's prompt against the candidate's code: its ``>>>``
+    examples, else its prose examples of the task's function (`prose_examples`).
 
     Takes the arguments of `PythonTestsCritic` but ``tests``.
     """
@@ -122,12 +126,19 @@ class DoctestCritic(PythonTestsCritic):
 
     def suite_for(self, task: Task) -> TestSuite:
         """The examples in the task's prompt, one test each (from its fenced Python
-        blocks when it has some: "Complete this function: ```python ...```"); when the
-        prompt has none, the examples in the given draft (``redline refine -f code.py``),
-        read once from the original so that a revision cannot rewrite its own tests."""
+        blocks when it has some: "Complete this function: ```python ...```"): its
+        ``>>>`` examples, else its prose examples of the task's function, each run as
+        ``assert f(...) == result``. When the prompt has neither, the examples in the
+        given draft (``redline refine -f code.py``), read once from the original so that
+        a revision cannot rewrite its own tests."""
+        function = entry_point(task)
         text = examples_text(task.prompt)
-        if not has_examples(text) and task.draft is not None:
+        if not _has_any_examples(text, function) and task.draft is not None:
             text = examples_text(task.draft)
+        if not has_examples(text):
+            prose = prose_examples(text, function) if function else []
+            if prose:
+                return TestSuite.from_source("\n".join(prose), entry_point=function)
         try:  # a malformed example is skipped (`TestSuite.unreadable`) while others read
             return TestSuite.from_doctests(text)
         except ValueError as exc:  # there are examples, and none can be read
@@ -147,13 +158,113 @@ def has_examples(text: str) -> bool:
     return _EXAMPLE.search(text) is not None
 
 
+def task_has_examples(task: Task) -> bool:
+    """Whether `DoctestCritic` finds examples for `task`: ``>>>`` examples or prose
+    examples of its function, in its prompt or in the draft it gives."""
+    function = entry_point(task)
+    return any(_has_any_examples(examples_text(text), function)
+               for text in (task.prompt, task.draft) if text is not None)
+
+
+def _has_any_examples(text: str, function: str | None) -> bool:
+    return has_examples(text) or bool(function and prose_examples(text, function))
+
+
+# What joins a call to its result in prose, longest first: "f(2) ==> 4", "f(2) -> 4",
+# "f(2) ➞ 4", "f(2) returns 4", "f(2) should return 4", "f(2) # => 4", "f(2) = 4".
+_JOINS = re.compile(r"\s*#?\s*(?:==>|=>|->|➞|→|==|=|(?:should\s+|will\s+)?returns?\b)\s*",
+                    re.IGNORECASE)
+# What may come before the call on its line: a bullet, "for", "e.g.", "Example:".
+_LEAD = re.compile(r"\s*(?:[-*•#]+\s*|\d+[.)]\s+|for\s+|e\.g\.,?\s*|(?:for\s+)?"
+                   r"examples?\s*:\s*)*", re.IGNORECASE)
+_JSON_WORDS = {"true": True, "false": False, "null": None}
+# What may follow an example's result: punctuation, a parenthesis or a comment.
+_AFTER_RESULT = re.compile(r"[.,;:!]|#|\(|//|--")
+
+
+def prose_examples(text: str, function: str) -> list[str]:
+    """The examples in `text` that show a call of `function` and its result in prose, as
+    ``assert`` statements: ``f(2) == 4``, ``f(2) ==> 4``, ``f(2) => 4``, ``f(2) -> 4``,
+    ``f(2) ➞ 4``, ``f(2) = 4``, ``f(2) returns 4``, ``f(2) should return 4``.
+
+    An example counts only when the whole line is one: the call starts it (after a
+    bullet, "for", "e.g." or "Example:"), every argument and the result are Python
+    literals (``true``/``false``/``null`` read as JSON), and what follows the result is
+    nothing, punctuation or a comment. So ``f(n) = f(n - 1) + 1`` (a definition) and
+    ``f(3) -> 3 - 1 = 2`` (a working) are not examples, and ``f(x) ➞ 'No' (why)`` is.
+    Examples that span lines are not read.
+    """
+    found: list[str] = []
+    call_start = re.compile(rf"(?<![\w.]){re.escape(function)}\s*\(")
+    for line in text.splitlines():
+        lead = _LEAD.match(line)
+        start = lead.end() if lead else 0
+        if not call_start.match(line, start):
+            continue
+        example = _prose_example(line[start:], function)
+        if example is not None and example not in found:
+            found.append(example)
+    return found
+
+
+def _prose_example(line: str, function: str) -> str | None:
+    """``assert CALL == RESULT`` from a line that starts with a call of `function`."""
+    for close in (i for i, ch in enumerate(line) if ch == ")"):
+        try:
+            call = ast.parse(line[:close + 1].strip(), mode="eval").body
+        except SyntaxError:
+            continue
+        if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name)
+                and call.func.id == function and _literal_args(call)):
+            return None
+        join = _JOINS.match(line, close + 1)
+        if join is None:
+            return None
+        result = _leading_literal(line[join.end():])
+        return None if result is None else f"assert {ast.unparse(call)} == {result}"
+    return None
+
+
+def _literal_args(call: ast.Call) -> bool:
+    try:
+        for node in [*call.args, *(k.value for k in call.keywords)]:
+            ast.literal_eval(node)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return False
+    return all(k.arg is not None for k in call.keywords) and not any(
+        isinstance(a, ast.Starred) for a in call.args)
+
+
+def _leading_literal(rest: str) -> str | None:
+    """The source of the literal `rest` starts with, when nothing but punctuation, a
+    parenthesis or a comment follows it; else None."""
+    rest = rest.strip()
+    for end in range(len(rest), 0, -1):
+        tail = rest[end:].strip()
+        if tail and not _AFTER_RESULT.match(tail):
+            continue
+        piece = rest[:end].strip().rstrip(".,;:")
+        if not piece:
+            continue
+        if piece.lower() in _JSON_WORDS:
+            return repr(_JSON_WORDS[piece.lower()])
+        try:
+            node = ast.parse(piece, mode="eval").body
+            ast.literal_eval(node)
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+            continue
+        return ast.unparse(node)
+    return None
+
+
 def entry_point(task: Task) -> str | None:
     """The function a task asks for: ``metadata["entry_point"]``, else the last
-    function its prompt defines (as in a HumanEval prompt), else None."""
+    function its prompt defines (as in a HumanEval prompt), else the last its draft
+    defines (a task that gives code to fix), else None."""
     given = task.metadata.get("entry_point")
     if isinstance(given, str) and given:
         return given
-    names = _DEF.findall(task.prompt)
+    names = _DEF.findall(task.prompt) or _DEF.findall(task.draft or "")
     return names[-1] if names else None
 
 
@@ -215,11 +326,12 @@ def pytest_critic(arg: str | None) -> PythonTestsCritic:
 
 
 def doctest_critic(arg: str | None) -> DoctestCritic:
-    """The task's >>> examples run against the answer's code in the sandbox.
+    """The task's examples run against the answer's code in the sandbox.
 
     Argument: none. The examples are read from each task's prompt (HumanEval prompts
-    carry them in the docstring), else from the draft given with -f; a task without
-    examples is only checked to load.
+    carry them in the docstring), else from the draft given with -f: ``>>>`` examples,
+    else prose ones of the task's function (``f(2) == 4``, ``f(2) ➞ 4``, ``f(2) returns
+    4``); a task without examples is only checked to load.
 
     Examples:
         --critic doctest

@@ -3,8 +3,8 @@
 `TaskTestsCritic` judges each task by the first of:
 
 1. the task's ``metadata["tests"]`` (a benchmark's tests), run as `PythonTestsCritic`;
-2. the ``>>>`` examples of its prompt, or of the draft given to improve, run as
-   `DoctestCritic`;
+2. the examples of its prompt, or of the draft given to improve (``>>>`` examples, else
+   prose ones such as ``f(2) == 4``), run as `DoctestCritic`;
 3. tests the model writes from the task alone (`GeneratedTestsCritic`, with CodeT's dual
    agreement when several drafts are judged together).
 
@@ -20,12 +20,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 from redline.critics.base import Critic
-from redline.critics.code_tests import (
-    DoctestCritic,
-    PythonTestsCritic,
-    examples_text,
-    has_examples,
-)
+from redline.critics.code_tests import DoctestCritic, PythonTestsCritic, task_has_examples
 from redline.critics.generated_tests import GeneratedTestsCritic
 from redline.errors import ConfigError, CriticError
 from redline.feedback_sources.sandbox import Sandbox
@@ -68,8 +63,7 @@ class TaskTestsCritic(Critic):
         """Which tests judge `task`."""
         if task.metadata.get("tests"):
             return "metadata"
-        if has_examples(examples_text(task.prompt)) or (
-                task.draft is not None and has_examples(examples_text(task.draft))):
+        if task_has_examples(task):
             return "examples"
         return "generated"
 
@@ -96,11 +90,12 @@ class TaskTestsCritic(Critic):
 
 
 def tests_critic(arg: str | None) -> TaskTestsCritic:
-    """The task's own tests (metadata, >>> examples), else K tests the model writes.
+    """The task's own tests (metadata, examples), else K tests the model writes.
 
     Argument: K, how many tests to generate for a task that carries none (default 5).
-    Tests come from each task's ``metadata["tests"]``, else the ``>>>`` examples of its
-    prompt or of the draft given with -f, else the model writes them from the task
+    Tests come from each task's ``metadata["tests"]``, else the examples of its prompt
+    or of the draft given with -f (``>>>`` examples, else prose ones of the function,
+    such as ``f(2) == 4`` or ``f(2) ➞ 4``), else the model writes them from the task
     alone; when it cannot, the code is only checked to load (no verdict).
 
     Examples:
