@@ -234,6 +234,8 @@ def test_prose_examples_are_read_as_assertions() -> None:
     assert prose_examples(PROSE_STUB, "other") == []
     assert prose_examples("def f(x) -> int:\n    return g(f(1) == 2)\n", "f") == []
     assert prose_examples("x.f(1) == 2\nnot_f(1) == 2\n", "f") == []
+    # A line too long to be an example is not parsed (parsing one is quadratic).
+    assert prose_examples(f"f([{'1, ' * 1000}1]) == 2", "f") == []
 
 
 async def test_doctest_critic_runs_prose_examples_in_the_sandbox() -> None:

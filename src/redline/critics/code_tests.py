@@ -180,6 +180,7 @@ _LEAD = re.compile(r"\s*(?:[-*•#]+\s*|\d+[.)]\s+|for\s+|e\.g\.,?\s*|(?:for\s+)
 _JSON_WORDS = {"true": True, "false": False, "null": None}
 # What may follow an example's result: punctuation, a parenthesis or a comment.
 _AFTER_RESULT = re.compile(r"[.,;:!]|#|\(|//|--")
+_MAX_EXAMPLE_CHARS = 2000
 
 
 def prose_examples(text: str, function: str) -> list[str]:
@@ -197,6 +198,8 @@ def prose_examples(text: str, function: str) -> list[str]:
     found: list[str] = []
     call_start = re.compile(rf"(?<![\w.]){re.escape(function)}\s*\(")
     for line in text.splitlines():
+        if len(line) > _MAX_EXAMPLE_CHARS:  # no example; and parsing is quadratic
+            continue
         lead = _LEAD.match(line)
         start = lead.end() if lead else 0
         if not call_start.match(line, start):
@@ -239,7 +242,9 @@ def _leading_literal(rest: str) -> str | None:
     """The source of the literal `rest` starts with, when nothing but punctuation, a
     parenthesis or a comment follows it; else None."""
     rest = rest.strip()
-    for end in range(len(rest), 0, -1):
+    ends = [len(rest)] + [i for i in range(len(rest) - 1, 0, -1)
+                          if _AFTER_RESULT.match(rest, i) or rest[i].isspace()]
+    for end in ends:
         tail = rest[end:].strip()
         if tail and not _AFTER_RESULT.match(tail):
             continue
