@@ -10,6 +10,9 @@ that two files hold appears twice, the second named with its file). With
 ``--common`` every row counts only the problems that every row has, so the rows compare
 the same problems while a run is still going; the figures are `redline compare`'s own
 (`MethodRow`: Wilson 95 % interval, flips and fixes against each method's first draft).
+``--examples doctest|prose|none`` counts only the problems whose prompt carries that
+kind of example, as the `tests` critic reads them (``>>>`` examples; else prose ones
+such as ``f(2) == 4``; else none, where the critic runs tests the model writes).
 """
 
 from __future__ import annotations
@@ -21,7 +24,28 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from redline.critics.code_tests import examples_text, has_examples, prose_examples
 from redline.workflows.compare import MethodRow
+
+HERE = Path(__file__).resolve().parent
+
+
+def examples_kind(prompt: str, function: str) -> str:
+    """What examples the `tests` critic finds in a prompt: doctest, prose or none."""
+    text = examples_text(prompt)
+    if has_examples(text):
+        return "doctest"
+    return "prose" if prose_examples(text, function) else "none"
+
+
+def kinds(data: Path) -> dict[str, str]:
+    """Each problem's kind of examples (`examples_kind`), from a compare dataset."""
+    out = {}
+    for raw in data.read_text(encoding="utf-8").splitlines():
+        if raw.strip():
+            item = json.loads(raw)
+            out[item["id"]] = examples_kind(item["task"], item["metadata"]["entry_point"])
+    return out
 
 
 def read(path: Path) -> dict[str, dict[str, dict[str, Any]]]:
@@ -45,6 +69,10 @@ def main() -> None:
     parser.add_argument("files", nargs="+", type=Path)
     parser.add_argument("--common", action="store_true",
                         help="count only the problems every method has")
+    parser.add_argument("--examples", choices=("doctest", "prose", "none"),
+                        help="count only the problems whose prompt has this kind of example")
+    parser.add_argument("--data", type=Path, default=HERE / "results" / "humaneval-every1.jsonl",
+                        help="the dataset that --examples reads the prompts from")
     args = parser.parse_args()
     methods: dict[str, dict[str, dict[str, Any]]] = {}
     for path in args.files:
@@ -54,6 +82,10 @@ def main() -> None:
             methods[method] = lines
     ids = set.intersection(*(set(lines) for lines in methods.values())) if args.common \
         else None
+    if args.examples:
+        kind = kinds(args.data)
+        chosen = {i for i, k in kind.items() if k == args.examples}
+        ids = chosen if ids is None else ids & chosen
     print("| method | problems | pass@1 (95 % CI) | tokens / problem | calls / problem "
           "| s / problem | flips (of right drafts) | fixes (of wrong drafts) |")
     print("|---|---|---|---|---|---|---|---|")
