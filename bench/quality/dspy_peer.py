@@ -14,12 +14,12 @@ The program is ``dspy.Refine(Solver(), N=4, reward_fn=passes_examples, threshold
 ``Solver`` is one ``dspy.Predict`` (task -> code), not ``ChainOfThought``: redline's
 single-shot baseline and its presets' drafts ask for the code directly, so a Predict
 draft is the like-for-like one; a reasoning field would change the draft prompt and spend
-tokens on every attempt. The reward is the share of the prompt's visible ``>>>``
-examples the code passes, run in redline's sandbox by its ``doctest`` critic (the
-hidden tests are never shown to DSPy; a problem without examples rewards code that
-loads with 1.0, as that critic scores it). DSPy's own logic is left alone: every
-attempt samples at temperature 1.0, and between attempts an ``OfferFeedback`` call
-writes a hint for the next one.
+tokens on every attempt. The reward is the share of the prompt's visible examples
+(``>>>``, else prose ones such as ``f(2) == 4``, since 09b6a54) the code passes, run in
+redline's sandbox by its ``doctest`` critic (the hidden tests are never shown to DSPy; a
+problem without examples rewards code that loads with 1.0, as that critic scores it).
+DSPy's own logic is left alone: every attempt samples at temperature 1.0, and between
+attempts an ``OfferFeedback`` call writes a hint for the next one.
 
 Each output line has the shape of a ``redline compare`` line (``method``, ``id``,
 ``correct``, ``draft_correct``, ``text``, ``stop_reason``, ``usage``), after the header
@@ -142,7 +142,7 @@ def solve(item: CompareItem, args: argparse.Namespace, sandbox: SandboxLoop
     rewards: list[float] = []
 
     def passes_examples(args: dict[str, Any], pred: dspy.Prediction) -> float:
-        """The share of the task's >>> examples the code passes (0 if it does not load)."""
+        """The share of the task's examples the code passes (0 if it does not load)."""
         critique = sandbox.run(examples.critique(task, Candidate(text=pred.code or "")))
         rewards.append(critique.score)
         return critique.score

@@ -17,7 +17,7 @@ It assembles the GGUF (`models.py`), starts ``llama_cpp.server`` on loopback, wr
 dataset (each problem posed as people pose it: an instruction and the stub in a code
 fence; the hidden tests in ``hidden_tests``, never shown to the loop), and runs ``redline
 compare`` into ``bench/quality/results/`` (resumable: run it again to continue; the
-results folder is not in git). The loop may use the prompt's doctest examples and tests
+results folder is not in git). The loop may use the prompt's examples (``>>>`` or prose) and tests
 it writes itself (``-c tests``: `TaskTestsCritic`).
 """
 

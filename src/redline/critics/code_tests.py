@@ -132,10 +132,13 @@ class DoctestCritic(PythonTestsCritic):
         given draft (``redline refine -f code.py``), read once from the original so that
         a revision cannot rewrite its own tests."""
         function = entry_point(task)
-        text = examples_text(task.prompt)
-        if not _has_any_examples(text, function) and task.draft is not None:
-            text = examples_text(task.draft)
-        if not has_examples(text):
+        text = ""
+        for given in (task.prompt, task.draft):
+            if given is None:
+                continue
+            text = examples_text(given)
+            if has_examples(text):
+                break
             prose = prose_examples(text, function) if function else []
             if prose:
                 return TestSuite.from_source("\n".join(prose), entry_point=function)
@@ -162,12 +165,9 @@ def task_has_examples(task: Task) -> bool:
     """Whether `DoctestCritic` finds examples for `task`: ``>>>`` examples or prose
     examples of its function, in its prompt or in the draft it gives."""
     function = entry_point(task)
-    return any(_has_any_examples(examples_text(text), function)
-               for text in (task.prompt, task.draft) if text is not None)
-
-
-def _has_any_examples(text: str, function: str | None) -> bool:
-    return has_examples(text) or bool(function and prose_examples(text, function))
+    texts = [examples_text(t) for t in (task.prompt, task.draft) if t is not None]
+    return any(has_examples(t) or bool(function and prose_examples(t, function))
+               for t in texts)
 
 
 # What joins a call to its result in prose, longest first: "f(2) ==> 4", "f(2) -> 4",
