@@ -17,8 +17,9 @@ It assembles the GGUF (`models.py`), starts ``llama_cpp.server`` on loopback, wr
 dataset (each problem posed as people pose it: an instruction and the stub in a code
 fence; the hidden tests in ``hidden_tests``, never shown to the loop), and runs ``redline
 compare`` into ``bench/quality/results/`` (resumable: run it again to continue; the
-results folder is not in git). The loop may use the prompt's examples (``>>>`` or prose) and tests
-it writes itself (``-c tests``: `TaskTestsCritic`).
+per-problem results are kept in git, the datasets, which hold the hidden tests, are
+not). The loop may use the prompt's examples (``>>>`` or prose) and tests it writes
+itself (``-c tests``: `TaskTestsCritic`).
 """
 
 from __future__ import annotations
