@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -50,16 +49,22 @@ def kinds(data: Path) -> dict[str, str]:
 
 def read(path: Path) -> dict[str, dict[str, dict[str, Any]]]:
     """Lines by method and id (the header and blank lines skipped; a later line for the
-    same method and id wins)."""
-    cascade = re.match(r"compare-(.+)-to-(.+?)-", path.name)
+    same method and id wins). A method with a reviser model (a cascade) is named with
+    both models, as the header's spec records them."""
     out: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+    specs: dict[str, Any] = {}
     for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines()):
-        if number == 0 or not raw.strip():
+        if not raw.strip():
             continue
         line = json.loads(raw)
+        if number == 0:
+            specs = line.get("spec", {}).get("methods", {})
+            continue
         method = line["method"]
-        if cascade:
-            method = f"{method} ({cascade[1]} drafts, {cascade[2]} revises)"
+        spec = specs.get(method, {})
+        if spec.get("reviser_model"):
+            method = (f"{method} ({spec['model']['name']} drafts, "
+                      f"{spec['reviser_model']['name']} revises)")
         out[method][line["id"]] = line
     return out
 
