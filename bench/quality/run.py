@@ -102,7 +102,9 @@ def main() -> None:
     parser.add_argument("--llm-timeout", type=float, default=900.0,
                         help="seconds one call may take: llama_cpp.server answers one "
                              "request at a time, so parallel drafts wait in its queue")
-    parser.add_argument("--extra", default="", help="more redline compare options")
+    parser.add_argument("--extra", default="",
+                        help="more redline compare options; write it with '=' "
+                        "(--extra=--no-explain), or argparse reads the value as an option")
     parser.add_argument("--label", default="",
                         help="added to the output's name: a run with other --extra options "
                              "(--no-explain) gets its own file")
