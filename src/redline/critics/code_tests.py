@@ -300,7 +300,8 @@ def argument_examples(text: str, function: str) -> list[str]:
         if (example := _FOR_EXAMPLE.fullmatch(line)) is not None:
             pairs.append((example["args"], example["result"]))
         elif (given := _INPUT.fullmatch(line)) is not None:
-            after = next((x for x in lines[number + 1:] if x.strip()), "")
+            after = next((lines[i] for i in range(number + 1, len(lines))
+                          if lines[i].strip()), "")
             output = _OUTPUT.fullmatch(after) if len(after) <= _MAX_EXAMPLE_CHARS else None
             if output is not None:
                 pairs.append((given["args"], output["result"]))
