@@ -13,9 +13,9 @@ the same problems while a run is still going; the figures are `redline compare`'
 ``--examples KIND[,KIND]`` counts only the problems whose prompt carries that kind of
 example, as the `tests` critic reads them: ``doctest`` (``>>>`` examples), else
 ``prose`` (``f(2) == 4``), else ``io`` (examples that name the arguments: ``Input: x =
-2`` / ``Output: 4``, ``For x = 2 the output should be 4``; read since the commit after
-ef56b7c), else ``none`` (the critic runs tests the model writes). The tables made
-before ``io`` was read call ``io,none`` "none".
+2`` / ``Output: 4``, ``For x = 2 the output should be 4``; read since d31a6ea), else
+``none`` (the critic runs tests the model writes). The tables made before ``io`` was
+read call ``io,none`` "none".
 """
 
 from __future__ import annotations
